@@ -1,0 +1,1 @@
+"""edgebert.benchmarks: pytest-benchmark suites and the `edgebert bench` harness."""

@@ -1,0 +1,43 @@
+"""edgebert: BERT-family models on the CPU with ONNX Runtime.
+
+Public API (imported lazily, so ``import edgebert`` stays light)::
+
+    edgebert.load(bundle, threads=None, ...)        -> a task pipeline (runtime; no torch)
+    edgebert.export_model(model_dir, out_dir, ...)  -> export a Hugging Face folder (needs [export])
+    edgebert.quantize_model(bundle, out_dir, ...)   -> int8 bundle (needs [quantize])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgebert.export import ExportConfig, export_model
+    from edgebert.quantize import QuantizationConfig, quantize_model
+    from edgebert.runtime import BatchLimits, load
+
+_LAZY = {
+    "load": "edgebert.runtime",
+    "BatchLimits": "edgebert.runtime",
+    "export_model": "edgebert.export",
+    "ExportConfig": "edgebert.export",
+    "quantize_model": "edgebert.quantize",
+    "QuantizationConfig": "edgebert.quantize",
+}
+
+__all__ = ["__version__", *_LAZY, *_errors_all]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgebert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""edgebert.quantize: int8 bundles with accuracy evidence."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up from scratch (scripts/setup.sh), then lint, type-check and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. "${EDGEBERT_VENV:-.venv}/bin/activate"
+ruff check edgebert runtime export quantize benchmarks tests
+mypy -p edgebert
+python -m pytest tests benchmarks/test_smoke.py -p no:cacheprovider "$@"
