@@ -31,7 +31,16 @@ _LAZY = {
     "QuantizationConfig": "edgebert.quantize",
 }
 
-__all__ = ["__version__", *_LAZY, *_errors_all]
+__all__ = [
+    "__version__",
+    "load",
+    "BatchLimits",
+    "export_model",
+    "ExportConfig",
+    "quantize_model",
+    "QuantizationConfig",
+    *_errors_all,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,4 +7,4 @@ bash scripts/setup.sh
 . "${EDGEBERT_VENV:-.venv}/bin/activate"
 ruff check edgebert runtime export quantize benchmarks tests
 mypy -p edgebert
-python -m pytest tests benchmarks/test_smoke.py -p no:cacheprovider "$@"
+pytest tests benchmarks/test_smoke.py -p no:cacheprovider "$@"
