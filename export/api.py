@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from edgebert.errors import EdgebertError, ExportError, ModelSourceError, ParityError
-from edgebert.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, write_bundle
+from edgebert.errors import (
+    EdgebertError,
+    ExportError,
+    ModelSourceError,
+    OutputExistsError,
+    ParityError,
+    StorageError,
+)
+from edgebert.runtime.bundle import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, write_bundle
 from edgebert.runtime.probes import make_probe
 from edgebert.runtime.session import create_session, run_session
 from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
 
-from . import convert, parity
+from . import choose, convert, parity
 from .source import SourceModel, inspect_source, pick_task
 from .specs import TASK_HEADS, arch_spec, check_task
 
@@ -34,8 +43,8 @@ class ExportConfig:
         task: one of the tasks in ``edgebert.export.TASK_HEADS`` or "auto" (from the folder/config).
         max_length: maximum tokens per window; default from the model (sentence-transformers'
             max_seq_length, else the position embeddings).
-        optimize: "auto" keeps whichever of the fused and the plain graph is faster here (measured
-            at 1 thread, 1 x 128 tokens); "fused" or "none" force one.
+        optimize: "auto" keeps the fused graph only when it is clearly faster here (timed at 1 thread at
+            a few shapes, see ``edgebert.export.choose``); "fused" or "none" force one.
         atol: parity tolerance, max abs diff per output with padding masked.
         force: overwrite an existing output directory.
         quiet: no progress on stderr.
@@ -47,7 +56,7 @@ class ExportConfig:
     atol: float = 1e-4
     force: bool = False
     quiet: bool = False
-    timing_rounds: int = 15
+    timing_rounds: int = 15  # interleaved timing rounds per shape for optimize="auto"
 
 
 class _Progress:
@@ -74,10 +83,7 @@ def export_model(
     """
     cfg = _config(config, overrides)
     out = Path(output_dir)
-    if out.exists() and not cfg.force:
-        from edgebert.errors import OutputExistsError
-
-        raise OutputExistsError(f"{out} already exists. Choose another path or pass force=True (--force).")
+    _check_output(out, cfg.force)
     progress = _Progress(cfg.quiet)
     source = inspect_source(model_dir)
     spec = arch_spec(source.model_type)
@@ -86,17 +92,16 @@ def export_model(
         task, why = pick_task(source)
         progress(f"task: {task} (auto: {why})")
     check_task(source.model_type, task)
+    max_length = _max_length(cfg, source, spec.position_offset, task)
     if task == "embedding" and source.pooling is None:
         progress("embedding: no sentence-transformers config; using mean pooling without normalization")
 
-    with tempfile.TemporaryDirectory(prefix="edgebert-export-") as work_dir:
-        work = Path(work_dir)
+    with _work_dir() as work:
         progress(f"load {spec.name} from {source.path}")
         tok_record = _save_tokenizer(source.path, work / TOKENIZER_FILE)
-        model = convert.load_torch_model(source.path, task)
+        model = convert.load_torch_model(source.path, task, attn_implementation=spec.attn_implementation)
         inputs = convert.used_inputs(model)
         outputs = TASK_HEADS[task][1]
-        max_length = _max_length(cfg, source, spec.position_offset, task)
         manifest = Manifest(
             task=task,
             architecture=source.model_type,
@@ -110,7 +115,7 @@ def export_model(
         encoder = TextEncoder(load_tokenizer(work / TOKENIZER_FILE), manifest)
         _check_tokenizer_parity(source.path, encoder)
         probe_items = list(parity.PROBE_TEXTS)
-        probe_encs = encoder.encode(probe_items)
+        probe_encs = parity.encode_probes(encoder, probe_items, max_length)
         batch_feeds = encoder.feeds(probe_encs)
         long_enc = parity.long_probe(encoder, max_length)
         long_feeds = encoder.feeds([long_enc])
@@ -120,11 +125,13 @@ def export_model(
         def split(outs: dict[str, np.ndarray], lens: list[int]) -> list[dict[str, np.ndarray]]:
             return [parity.item_outputs(outs, i, n, per_token) for i, n in enumerate(lens)]
 
+        progress(f"PyTorch reference outputs for {len(lengths) + 1} probes (longest: {len(long_enc.ids)} tokens)")
         reference = split(convert.torch_outputs(model, batch_feeds, outputs), lengths)
         reference += split(convert.torch_outputs(model, long_feeds, outputs), [len(long_enc.ids)])
 
         progress(f"export to ONNX (opset {convert.OPSET}, inputs: {', '.join(inputs)})")
-        raw = work / "raw.onnx"
+        raw = work / "plain" / MODEL_FILE  # one directory per graph: >2 GB graphs bring external data files
+        raw.parent.mkdir()
         export_seconds = convert.export_onnx(model, batch_feeds, inputs, outputs, raw)
         del model
 
@@ -142,7 +149,8 @@ def export_model(
         optimization: dict[str, Any] = {"export_seconds": round(export_seconds, 2), "ops_plain": convert.op_counts(raw)}
         if cfg.optimize in ("auto", "fused"):
             progress("optimize: ONNX Runtime fusions (attention, skip-layernorm, gelu)")
-            fused = work / "fused.onnx"
+            fused = work / "fused" / MODEL_FILE
+            fused.parent.mkdir()
             report = convert.fuse(raw, fused, spec, source.config)
             optimization["fusion"] = report
             if report["applied"]:
@@ -163,7 +171,7 @@ def export_model(
         graph, diffs, cosines = candidates[chosen]
         optimization["chosen"] = chosen
         progress(f"parity: {', '.join(f'{k} max abs diff {v:.2e}' for k, v in diffs.items())}")
-        probes = _golden_probes(graph, encoder, probe_items, per_token)
+        probes = _golden_probes(graph, encoder, probe_items, per_token, max_length)
         manifest = Manifest(
             **{
                 **manifest.to_json(),
@@ -179,13 +187,49 @@ def export_model(
         )
 
         def fill(tmp: Path) -> None:
-            shutil.copyfile(graph, tmp / MODEL_FILE)
-            shutil.copyfile(work / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+            try:
+                convert.write_graph(graph, tmp / MODEL_FILE)
+                shutil.copyfile(work / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+            except OSError as e:
+                raise StorageError(
+                    f"cannot write the bundle next to {out} ({e}). Nothing was written; free disk space or "
+                    "choose another output path and retry."
+                ) from e
 
         progress(f"write bundle {out}")
         written = write_bundle(out, manifest, fill, force=cfg.force)
     progress("done")
     return written
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse an existing output unless forced, and never replace something that is not a bundle."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not force:
+        raise OutputExistsError(f"{out} already exists. Choose another path or pass force=True (--force).")
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExistsError(
+            f"{out} exists and is not a directory; refusing to replace it. Remove it or choose another path."
+        )
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise OutputExistsError(
+            f"{out} is a non-empty directory that is not an edgebert bundle (no {MANIFEST}); --force only replaces "
+            "bundles. Choose another path or remove it yourself."
+        )
+
+
+@contextlib.contextmanager
+def _work_dir() -> Iterator[Path]:
+    """A private scratch directory for the intermediate graphs, removed afterwards."""
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="edgebert-export-")
+    except OSError as e:
+        raise StorageError(
+            f"cannot create a temporary directory ({e}). Set TMPDIR to a writable disk with space."
+        ) from e
+    with tmp as name:
+        yield Path(name)
 
 
 def _config(config: ExportConfig | None, overrides: dict[str, Any]) -> ExportConfig:
@@ -199,6 +243,8 @@ def _config(config: ExportConfig | None, overrides: dict[str, Any]) -> ExportCon
     cfg = dataclasses.replace(base, **overrides)
     if cfg.optimize not in ("auto", "fused", "none"):
         raise EdgebertError(f"optimize={cfg.optimize!r}; choose auto, fused or none.")
+    if not (isinstance(cfg.atol, (int, float)) and 0 < cfg.atol < float("inf")):
+        raise EdgebertError(f"atol={cfg.atol!r}; give a positive tolerance such as 1e-4.")
     if cfg.max_length is not None and cfg.max_length < 8:
         raise EdgebertError(f"max_length={cfg.max_length} is too small; give at least 8.")
     return cfg
@@ -224,7 +270,10 @@ def _save_tokenizer(path: Path, dest: Path) -> dict[str, Any]:
     backend = tok.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()
-    backend.save(str(dest))
+    try:
+        backend.save(str(dest))
+    except Exception as e:  # tokenizers raises a bare Exception on I/O errors
+        raise StorageError(f"cannot write {dest} ({e}). Free disk space in the temporary directory and retry.") from e
     return {
         "class": type(tok).__name__,
         "pad_token": tok.pad_token,
@@ -237,6 +286,7 @@ def _save_tokenizer(path: Path, dest: Path) -> dict[str, Any]:
         "special_ids": sorted(int(i) for i in tok.all_special_ids),
         "model_max_length": int(min(tok.model_max_length, 10**9)),
         "padding_side": tok.padding_side,
+        "clean_up_tokenization_spaces": bool(getattr(tok, "clean_up_tokenization_spaces", False)),
     }
 
 
@@ -251,7 +301,7 @@ def _check_tokenizer_parity(path: Path, encoder: TextEncoder) -> None:
         tok = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
     for item in parity.PROBE_TEXTS:
         ours = encoder.encode([item])[0].ids
-        theirs = tok(*item)["input_ids"] if isinstance(item, tuple) else tok(item)["input_ids"]
+        theirs = (tok(*item, verbose=False) if isinstance(item, tuple) else tok(item, verbose=False))["input_ids"]
         if list(ours) != list(theirs):
             raise ExportError(f"tokenizer.json gives other ids than the transformers tokenizer for {item!r}.")
 
@@ -261,7 +311,8 @@ def _max_length(cfg: ExportConfig, source: SourceModel, offset: int, task: str) 
     if cfg.max_length is not None:
         if cfg.max_length > positions:
             raise EdgebertError(
-                f"max_length={cfg.max_length} exceeds the model's {positions} position embeddings; give at most {positions}."
+                f"max_length={cfg.max_length} exceeds the model's {positions} position embeddings; "
+                f"give at most {positions}."
             )
         return cfg.max_length
     if task == "embedding" and source.st_max_length:
@@ -294,31 +345,24 @@ def _choose(
         return "none"
     if cfg.optimize == "fused":
         return "fused"
-    length = min(128, feeds["input_ids"].shape[1])
-    timing_feeds = {k: v[:, :length].copy() for k, v in feeds.items()}
-    timing_feeds["input_ids"][:, -1] = feeds["input_ids"][:, -1]
-    sessions = {name: create_session(path, threads=1) for name, (path, _, _) in candidates.items()}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(3):
-        for s in sessions.values():
-            run_session(s, timing_feeds)
-    for _ in range(cfg.timing_rounds):
-        for name, s in sessions.items():
-            t = time.perf_counter()
-            run_session(s, timing_feeds)
-            times[name].append(time.perf_counter() - t)
-    medians = {name: float(np.median(v)) * 1000 for name, v in times.items()}
-    optimization["latency_ms_1x%d_1thread" % length] = {k: round(v, 3) for k, v in medians.items()}
-    chosen = min(medians, key=lambda k: medians[k])
-    progress(f"latency 1x{length}, 1 thread: " + ", ".join(f"{k} {v:.2f} ms" for k, v in medians.items()) + f" -> keep {chosen}")
+    graphs = {name: path for name, (path, _, _) in candidates.items()}
+    chosen, record = choose.choose(graphs, feeds, cfg.timing_rounds, progress)
+    optimization.update(record)
     return chosen
 
 
-def _golden_probes(graph: Path, encoder: TextEncoder, items: list[Any], per_token: set[str]) -> list[dict[str, Any]]:
+def _golden_probes(
+    graph: Path, encoder: TextEncoder, items: list[Any], per_token: set[str], max_length: int
+) -> list[dict[str, Any]]:
+    """Outputs for a few probes, replayed untruncated by the runtime: only probes that fit ``max_length``."""
     session = create_session(graph, threads=1)
     names = [o.name for o in session.get_outputs()]
+    fitting = [item for item in items if len(encoder.encode([item])[0].ids) <= max_length]
+    chosen = fitting[1 : 1 + parity.GOLDEN_PROBES] or fitting[:1]
+    if fitting and fitting[-1] not in chosen:
+        chosen.append(fitting[-1])  # the text pair, when it fits
     probes = []
-    for item in items[1 : 1 + parity.GOLDEN_PROBES] + items[-1:]:
+    for item in chosen:
         enc = encoder.encode([item])
         outs = dict(zip(names, run_session(session, encoder.feeds(enc)), strict=True))
         probes.append(make_probe(item, parity.item_outputs(outs, 0, len(enc[0].ids), per_token), atol=1e-3))
@@ -332,6 +376,7 @@ def _source_record(source: SourceModel) -> dict[str, Any]:
         "architectures": list(source.architectures),
         "sentence_transformers": source.sentence_transformers,
         "name_or_path": source.config.get("_name_or_path"),
+        "problem_type": source.config.get("problem_type"),
     }
 
 

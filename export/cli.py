@@ -15,17 +15,27 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output_dir", help="bundle directory to write")
     p.add_argument("--task", default="auto", choices=["auto", *TASK_HEADS], help="task (default: auto)")
     p.add_argument("--max-length", type=int, default=None, help="maximum tokens (default: from the model)")
-    p.add_argument("--optimize", default="auto", choices=["auto", "fused", "none"],
-                   help="graph fusion: auto keeps the faster of fused/plain (default)")
+    p.add_argument(
+        "--optimize",
+        default="auto",
+        choices=["auto", "fused", "none"],
+        help="graph fusion: auto keeps the fused graph only when it is clearly faster here (default)",
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (default 1e-4)")
-    p.add_argument("--force", action="store_true", help="overwrite output_dir if it exists")
+    p.add_argument("--force", action="store_true", help="replace output_dir if it is an existing bundle")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    cfg = ExportConfig(task=args.task, max_length=args.max_length, optimize=args.optimize, atol=args.atol,
-                       force=args.force, quiet=args.quiet)
+    cfg = ExportConfig(
+        task=args.task,
+        max_length=args.max_length,
+        optimize=args.optimize,
+        atol=args.atol,
+        force=args.force,
+        quiet=args.quiet,
+    )
     manifest = export_model(args.model_dir, args.output_dir, cfg)
     if args.json:
         json.dump(manifest.to_json(), sys.stdout, indent=2)
@@ -33,9 +43,15 @@ def run_export(args: argparse.Namespace) -> int:
         return 0
     diffs = manifest.parity["max_abs_diff"]
     print(f"bundle:   {args.output_dir}")
-    print(f"task:     {manifest.task} ({manifest.architecture}), inputs: {', '.join(manifest.inputs)}, max_length {manifest.max_length}")
+    print(
+        f"task:     {manifest.task} ({manifest.architecture}), inputs: {', '.join(manifest.inputs)}, "
+        f"max_length {manifest.max_length}"
+    )
     print(f"graph:    {manifest.optimization.get('chosen')}; fused ops: {manifest.optimization.get('fused_ops', {})}")
-    print("parity:   " + ", ".join(f"{k} max abs diff {v:.2e}" for k, v in diffs.items())
-          + f" (atol {manifest.parity['atol']:g}, {manifest.parity['probes']} probes, min cosine "
-          + f"{min(manifest.parity['min_cosine'].values()):.6f})")
+    print(
+        "parity:   "
+        + ", ".join(f"{k} max abs diff {v:.2e}" for k, v in diffs.items())
+        + f" (atol {manifest.parity['atol']:g}, {manifest.parity['probes']} probes, min cosine "
+        + f"{min(manifest.parity['min_cosine'].values()):.6f})"
+    )
     return 0

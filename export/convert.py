@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import shutil
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgebert.errors import ExportError, ModelSourceError
+from edgebert.errors import ExportError, ModelSourceError, StorageError, UnsupportedModelError
 
 from .specs import TASK_HEADS, ArchSpec
 
 OPSET = 17
+# Graphs whose files reach this size are written as model.onnx + model.onnx.data (protobuf caps one file at
+# 2 GiB); smaller ones as a single file.
+EXTERNAL_DATA_BYTES = 1_800_000_000
 FUSED_OP_TYPES = (
     "Attention",
     "MultiHeadAttention",
@@ -28,20 +34,21 @@ FUSED_OP_TYPES = (
 )
 
 
-def load_torch_model(path: Path, task: str, num_labels: int | None = None) -> Any:
-    """Load the model for a task with eager attention (the pattern ORT's fusions recognise)."""
+def load_torch_model(path: Path, task: str, num_labels: int | None = None, attn_implementation: str = "eager") -> Any:
+    """Load the model for a task; the attention implementation decides which pattern gets traced
+    (eager: the one ORT's attention fusion recognises for most BERT-family models)."""
     import transformers
 
     auto_name, _ = TASK_HEADS[task]
     auto = getattr(transformers, auto_name)
-    kwargs: dict[str, Any] = {"attn_implementation": "eager"}
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            model = auto.from_pretrained(str(path), local_files_only=True, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as e:
+            model, info = auto.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelSourceError(
             f"{path}: cannot load the weights for task {task!r} ({type(e).__name__}: {str(e).strip()[:300]}). "
             "The weights are corrupt or do not match config.json; re-save the model with save_pretrained()."
@@ -51,7 +58,37 @@ def load_torch_model(path: Path, task: str, num_labels: int | None = None) -> An
             f"{path}: the weights could not be read ({type(e).__name__}: {str(e).strip()[:300]}). "
             "Re-download or re-save the model."
         ) from e
+    missing = [k for k in info.get("missing_keys") or () if not _harmless_missing(k, task)]
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise UnsupportedModelError(
+            f"{path}: the checkpoint has no trained weights for the {task!r} head ({type(model).__name__} "
+            f"would start from random values for: {shown}). Export it with a task it was trained for "
+            "(feature-extraction or embedding work for any checkpoint; --task auto picks from config.json), "
+            "or fine-tune it for this task and save it with save_pretrained() first."
+        )
     return model.eval()
+
+
+def _harmless_missing(key: str, task: str) -> bool:
+    """Missing weights that cannot change the exported outputs."""
+    if key.endswith("position_ids"):  # a buffer, not a weight
+        return True
+    # the pooler is not part of last_hidden_state
+    return task in ("embedding", "feature-extraction") and "pooler" in key
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' logger (its 'newly initialized' notice is turned into an error here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def used_inputs(model: Any) -> tuple[str, ...]:
@@ -113,8 +150,16 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
+    except OSError as e:
+        raise StorageError(
+            f"cannot write the ONNX graph to {path.parent} ({e}). Free disk space in the temporary "
+            "directory (set TMPDIR to another disk) and retry."
+        ) from e
     except Exception as e:
-        raise ExportError(f"torch.onnx.export failed ({type(e).__name__}: {str(e).strip()[:500]}).") from e
+        raise ExportError(
+            f"torch.onnx.export failed ({type(e).__name__}: {str(e).strip()[:500]}). This architecture or "
+            "checkpoint uses an operation the TorchScript exporter cannot convert; please report it."
+        ) from e
     finally:
         model.eval()  # the TorchScript exporter leaves the module in training mode
     return time.perf_counter() - start
@@ -123,6 +168,34 @@ def export_onnx(
 def _pooled(model: Any) -> bool:
     """Sequence classification heads output one row per text, not per token."""
     return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def graph_bytes(path: Path) -> int:
+    """Size of a graph with its external data (everything in its own directory)."""
+    return sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file())
+
+
+def write_graph(src: Path, dst: Path) -> None:
+    """Copy a graph into the bundle: one file, or ``model.onnx`` + ``model.onnx.data`` when its weights are
+    too large for one protobuf (2 GiB) -- or above ``EXTERNAL_DATA_BYTES``."""
+    if graph_bytes(src) < EXTERNAL_DATA_BYTES and not _has_external_data(src):
+        shutil.copyfile(src, dst)
+        return
+    import onnx
+
+    model = onnx.load(str(src))  # pulls in the external tensors, wherever the exporter put them
+    onnx.save_model(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=dst.name + ".data",
+        size_threshold=1024,
+    )
+
+
+def _has_external_data(path: Path) -> bool:
+    return any(p.is_file() and p != path for p in path.parent.iterdir())
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -151,10 +224,18 @@ def fuse(src: Path, dst: Path, spec: ArchSpec, config: dict[str, Any]) -> dict[s
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = optimizer.optimize_model(
-                str(src), model_type=spec.ort_model_type, num_heads=heads, hidden_size=hidden,
-                optimization_options=options, opt_level=0, use_gpu=False,
+                str(src),
+                model_type=spec.ort_model_type,
+                num_heads=heads,
+                hidden_size=hidden,
+                optimization_options=options,
+                opt_level=0,
+                use_gpu=False,
             )
-            model.save_model_to_file(str(dst))
+            external = graph_bytes(src) >= EXTERNAL_DATA_BYTES or _has_external_data(src)
+            model.save_model_to_file(str(dst), use_external_data_format=external, all_tensors_to_one_file=True)
+    except OSError as e:
+        raise StorageError(f"cannot write the fused graph to {dst.parent} ({e}). Free disk space and retry.") from e
     except Exception as e:
         return {"applied": False, "reason": f"optimizer failed: {type(e).__name__}: {str(e)[:200]}"}
     return {"applied": True, "ort_model_type": spec.ort_model_type}

@@ -54,6 +54,17 @@ def long_probe(encoder: TextEncoder, max_length: int) -> Any:
     return enc
 
 
+def encode_probes(encoder: TextEncoder, items: list[TextInput], max_length: int) -> list[Any]:
+    """Encode the probe texts truncated to ``max_length`` tokens (a model with short positions, or a
+    small ``max_length`` override, must not see longer inputs than the bundle will ever feed it)."""
+    tok = encoder.tokenizer
+    tok.enable_truncation(max_length)
+    try:
+        return list(tok.encode_batch(list(items)))
+    finally:
+        tok.no_truncation()
+
+
 def item_outputs(outputs: dict[str, np.ndarray], row: int, length: int, per_token: set[str]) -> dict[str, np.ndarray]:
     return {k: (v[row, :length] if k in per_token else v[row]) for k, v in outputs.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,22 @@ from edgebert.errors import ModelSourceError, UnsupportedModelError
 
 from .specs import ARCHITECTURE_SUFFIX_TASKS, arch_spec
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model", "tokenizer.model")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+# pre-training heads that are not a masked-LM head (ELECTRA's discriminator tells replaced tokens apart)
+ENCODER_ONLY_PRETRAINING = {"ElectraForPreTraining": "a replaced-token discriminator without a masked-LM head"}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "tokenizer.model",
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +47,12 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelSourceError(f"{path}: cannot read it as JSON ({e}). Restore the file from the original model.") from e
+        raise ModelSourceError(
+            f"{path}: cannot read it as JSON ({e}). Restore the file from the original model."
+        ) from e
 
 
-def inspect_source(path: str | Path) -> SourceModel:
+def inspect_source(path: str | os.PathLike[str]) -> SourceModel:
     """Validate the folder (config, weights, tokenizer) and read sentence-transformers settings."""
     root = Path(path)
     if not root.exists():
@@ -111,7 +128,12 @@ def pick_task(source: SourceModel) -> tuple[str, str]:
     if source.sentence_transformers:
         return "embedding", "sentence-transformers folder (modules.json)"
     for arch in source.architectures:
+        if arch in ENCODER_ONLY_PRETRAINING:
+            return "feature-extraction", f"config.architectures = {arch}, {ENCODER_ONLY_PRETRAINING[arch]}"
         for suffix, task in ARCHITECTURE_SUFFIX_TASKS:
             if arch.endswith(suffix):
                 return task, f"config.architectures = {arch}"
-    return "feature-extraction", "no task-specific architecture in config.json"
+    if source.architectures:
+        heads = ", ".join(source.architectures)
+        return "feature-extraction", f"config.architectures = {heads} has no edgebert task; exporting the encoder"
+    return "feature-extraction", "config.json names no architecture; exporting the encoder"

@@ -17,6 +17,9 @@ class ArchSpec:
             ONNX Runtime has no fusion patterns for it (the graph is then kept as exported).
         position_offset: positions reserved before the first token (RoBERTa family: padding_idx + 1).
         tasks: tasks the architecture supports in transformers.
+        attn_implementation: transformers attention implementation to export. "eager" traces into the
+            MatMul/Softmax pattern that ORT's attention fusion matches for most BERT-family models;
+            DistilBERT's eager attention (masked_fill) is not matched, its "sdpa" path is.
     """
 
     name: str
@@ -30,11 +33,12 @@ class ArchSpec:
         "question-answering",
         "fill-mask",
     )
+    attn_implementation: str = "eager"
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "bert": ArchSpec("BERT"),
-    "distilbert": ArchSpec("DistilBERT"),
+    "distilbert": ArchSpec("DistilBERT", attn_implementation="sdpa"),
     "roberta": ArchSpec("RoBERTa", position_offset=2),
     "xlm-roberta": ArchSpec("XLM-RoBERTa", position_offset=2),
     "camembert": ArchSpec("CamemBERT", position_offset=2),
@@ -79,9 +83,7 @@ def arch_spec(model_type: str) -> ArchSpec:
 
 def check_task(model_type: str, task: str) -> None:
     if task not in TASK_HEADS:
-        raise UnsupportedModelError(
-            f"unknown task {task!r}; choose one of: auto, {', '.join(TASK_HEADS)}."
-        )
+        raise UnsupportedModelError(f"unknown task {task!r}; choose one of: auto, {', '.join(TASK_HEADS)}.")
     spec = arch_spec(model_type)
     if task not in spec.tasks:
         raise UnsupportedModelError(

@@ -1,9 +1,9 @@
 """edgebert.runtime: tokenization and ONNX Runtime pipelines. Imports only numpy, onnxruntime, tokenizers.
 
-    >>> import edgebert
-    >>> embed = edgebert.load("bundles/minilm")
-    >>> embed(["first text", "second text"]).shape
-    (2, 384)
+>>> import edgebert
+>>> embed = edgebert.load("bundles/minilm")
+>>> embed(["first text", "second text"]).shape
+(2, 384)
 """
 
 from __future__ import annotations
@@ -45,8 +45,18 @@ def load(bundle: str | os.PathLike[str], *, threads: int | None = None, verify: 
         bundle: the bundle directory written by ``edgebert export`` or ``edgebert quantize``.
         threads: intra-op threads; ``None`` uses the CPUs this process may use (affinity, cgroup quota).
         verify: check every file's sha256 against the manifest before loading.
-        **options: pipeline options: ``warmup``, ``long_text`` ("truncate", "chunk", "error"),
-            ``stride``, ``limits`` (:class:`BatchLimits`).
+        **options: pipeline options: ``warmup`` (run once at load), ``long_text`` ("truncate",
+            "chunk", "error"; question answering defaults to "chunk", the rest to "truncate"),
+            ``stride`` (tokens shared by neighbouring windows), ``limits`` (:class:`BatchLimits`),
+            and for token classification ``aggregation_strategy`` ("none", "simple", "first",
+            "average", "max").
+
+    The returned pipeline is callable and may be shared between threads. Outputs by task:
+    embedding -> float32 array (N, D) (a single string -> (D,)); feature-extraction -> list of
+    (tokens, hidden) arrays; sequence-classification -> {"label", "score"} (``top_k``,
+    ``function_to_apply``; text pairs as tuples); token-classification -> entities with character
+    offsets; question-answering -> {"answer", "score", "start", "end"}; fill-mask -> candidates
+    {"score", "token", "token_str", "sequence"}.
     """
     from edgebert.errors import BundleError
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .pipeline import Pipeline
+from .pipeline import Pipeline, stitch_windows
 
 POOLING_MODES = ("mean", "cls", "max")
 
@@ -25,7 +25,8 @@ class EmbeddingPipeline(Pipeline):
 
     ``pipe(texts)`` returns an array (N, D). Texts longer than the model's maximum are handled by
     ``long_text``: "truncate" (warn; see :attr:`last_truncated`), "chunk" (token-weighted mean of the
-    windows' pooled vectors, then normalized) or "error".
+    windows' pooled vectors, then normalized) or "error". :attr:`last_truncated` describes the most
+    recent call; when one pipeline is shared between threads, use :meth:`embed_with_flags` instead.
     """
 
     task: ClassVar[str] = "embedding"
@@ -48,73 +49,66 @@ class EmbeddingPipeline(Pipeline):
         self.last_truncated = truncated
         return vectors[0] if single else vectors
 
+    def embed_with_flags(self, texts: Any) -> tuple[np.ndarray, list[bool]]:
+        """Vectors (N, D) and, per text, whether it was truncated (thread-safe; no shared state)."""
+        items, _ = self.prepare(texts)
+        return self._embed(items)
+
     def _embed(self, items: list[Any]) -> tuple[np.ndarray, list[bool]]:
         if not items:
             return np.zeros((0, max(self.dimension, 0)), dtype=np.float32), []
         encodings = self.encoder.encode(items)
         self.check_call_tokens(encodings)
-        long = set(self.long_items(encodings))
-        truncated = [False] * len(items)
-        if long:
-            windows = self.windows([items[i] for i in sorted(long)])
-            flat, owner = [], []
-            for i, ws in zip(sorted(long), windows, strict=True):
-                if self.long_text == "truncate":
-                    ws = ws[:1]
-                    truncated[i] = True
-                for w in ws:
-                    flat.append(w)
-                    owner.append(i)
-            short = [i for i in range(len(items)) if i not in long]
-            outs = self.forward([encodings[i] for i in short] + flat)
-            per_item: dict[int, list[tuple[np.ndarray, int]]] = {}
-            for k, i in enumerate(short):
-                per_item[i] = [(self._pool(outs[k]), 1)]
-            for k, i in enumerate(owner):
-                o = outs[len(short) + k]
-                per_item.setdefault(i, []).append((self._pool(o), int(next(iter(o.values())).shape[0])))
-            vecs = []
-            for i in range(len(items)):
-                parts = per_item[i]
-                if len(parts) == 1:
-                    vecs.append(parts[0][0])
-                else:
-                    weights = np.array([w for _, w in parts], dtype=np.float64)
-                    vecs.append((np.stack([v for v, _ in parts]) * weights[:, None]).sum(0) / weights.sum())
-            if any(truncated):
-                self.warn_truncated(sum(truncated))
-        else:
-            vecs = [self._pool(o) for o in self.forward(encodings)]
+        per_item, truncated = self.plan_windows(items, encodings)
+        vecs = []
+        for outs in self.forward_windows(per_item, reduce=self._reduce):
+            if len(outs) == 1:
+                vecs.append(outs[0]["vector"])
+                continue
+            # Chunked: token-weighted mean of the windows' pooled vectors (normalized below).
+            weights = np.array([o["tokens"] for o in outs], dtype=np.float64)
+            parts = np.stack([o["vector"] for o in outs]).astype(np.float64)
+            vecs.append((parts * weights[:, None]).sum(0) / weights.sum())
         out = np.stack(vecs).astype(np.float32)
         if self.normalize:
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out, truncated
 
-    def _pool(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _reduce(self, enc: Any, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pool each window as soon as its batch has run (token states are not kept)."""
         hidden = outputs["last_hidden_state"]
-        return pool(hidden, self.pooling_mode)
+        return {"vector": pool(hidden, self.pooling_mode), "tokens": np.asarray(hidden.shape[0])}
 
 
 class FeatureExtractionPipeline(Pipeline):
-    """Text -> the last hidden state of each token: a list of float32 arrays (tokens, hidden)."""
+    """Text -> the last hidden state of each token: a list of float32 arrays (tokens, hidden).
+
+    Long texts: "truncate" keeps the first window (see :attr:`last_truncated`); "chunk" stitches the
+    windows token by token (each token from the window where it has the most context), so the array
+    has one row per token of the whole text; "error" raises.
+    """
 
     task: ClassVar[str] = "feature-extraction"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_truncated: list[bool] = []
+
     def __call__(self, texts: Any) -> list[np.ndarray]:
         items, _ = self.prepare(texts)
+        if not items:
+            self.last_truncated = []
+            return []
         encodings = self.encoder.encode(items)
         self.check_call_tokens(encodings)
-        long = set(self.long_items(encodings))
-        if long:
-            if self.long_text == "chunk":
-                from edgebert.errors import InputError
-
-                raise InputError(
-                    "feature-extraction returns one array per token and cannot merge windows; "
-                    "use long_text='truncate' or split the text yourself."
-                )
-            windows = self.windows([items[i] for i in sorted(long)])
-            for i, ws in zip(sorted(long), windows, strict=True):
-                encodings[i] = ws[0]
-            self.warn_truncated(len(long))
-        return [o["last_hidden_state"] for o in self.forward(encodings)]
+        per_item, truncated = self.plan_windows(items, encodings)
+        grouped = self.forward_windows(per_item)
+        out = []
+        for full, windows, outs in zip(encodings, per_item, grouped, strict=True):
+            if len(windows) == 1:
+                out.append(outs[0]["last_hidden_state"])
+            else:
+                mapping = stitch_windows(full, windows, self.stride)
+                out.append(np.stack([outs[k]["last_hidden_state"][pos] for k, pos in mapping]))
+        self.last_truncated = truncated
+        return out

@@ -54,23 +54,23 @@ def normalize_inputs(inputs: Any, *, allow_pairs: bool) -> tuple[list[TextInput]
         if isinstance(item, str):
             out.append(item)
         elif (
-            isinstance(item, (tuple, list))
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and isinstance(item[1], str)
+            isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], str)
         ):
             _check_pair_allowed(allow_pairs)
             out.append((item[0], item[1]))
         else:
-            raise InputError(
-                f"item {i} is {type(item).__name__}, not a string or a (text, text_pair) pair of strings."
-            )
+            raise InputError(f"item {i} is {type(item).__name__}, not a string or a (text, text_pair) pair of strings.")
     return out, False
 
 
 def _check_pair_allowed(allow: bool) -> None:
     if not allow:
         raise InputError("this pipeline takes single texts, not (text, text_pair) pairs.")
+
+
+def as_transformers(items: Sequence[TextInput]) -> list[TextInput]:
+    """A pair whose second text is empty is encoded as the first text alone, as transformers does."""
+    return [item[0] if isinstance(item, tuple) and not item[1] else item for item in items]
 
 
 class TextEncoder:
@@ -90,7 +90,7 @@ class TextEncoder:
         if not items:
             return []
         try:
-            return list(self.tokenizer.encode_batch(list(items), add_special_tokens=add_special_tokens))
+            return list(self.tokenizer.encode_batch(as_transformers(items), add_special_tokens=add_special_tokens))
         except Exception as e:
             raise InputError(f"the tokenizer rejected the input ({e}).") from e
 

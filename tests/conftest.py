@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,17 +30,29 @@ def minilm_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+def _key(model_type: str, task: str, overrides: dict[str, Any]) -> tuple[Any, ...]:
+    return (model_type, task, *sorted(overrides.items()))
+
+
+def _name(key: tuple[Any, ...]) -> str:
+    return "-".join(str(k if not isinstance(k, tuple) else f"{k[0]}{k[1]}") for k in key)[:60]
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory: tiny_model(model_type, task) -> a random-weight HF folder (cached per session)."""
+    """Factory: tiny_model(model_type, task, **config_overrides) -> a random-weight HF folder (cached per session).
+
+    ``tiny_model("bert", "sequence-classification", initializer_range=SENSITIVE_INITIALIZER_RANGE)`` gives
+    a model whose outputs depend strongly on the input (see edgebert.export.tiny).
+    """
     from edgebert.export.tiny import make_tiny_model
 
-    cache: dict[tuple[str, str], Path] = {}
+    cache: dict[tuple[Any, ...], Path] = {}
 
-    def make(model_type: str, task: str) -> Path:
-        key = (model_type, task)
+    def make(model_type: str, task: str, **overrides: Any) -> Path:
+        key = _key(model_type, task, overrides)
         if key not in cache:
-            cache[key] = make_tiny_model(model_type, task, tmp_path_factory.mktemp(f"{model_type}-{task}"))
+            cache[key] = make_tiny_model(model_type, task, tmp_path_factory.mktemp(_name(key)), **overrides)
         return cache[key]
 
     return make
@@ -47,16 +60,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory: tiny_bundle(model_type, task) -> an exported bundle of a tiny random model (cached)."""
+    """Factory: tiny_bundle(model_type, task, **config_overrides) -> an exported bundle of a tiny random model
+    (optimize="fused", cached per session)."""
     from edgebert.export import export_model
 
-    cache: dict[tuple[str, str], Path] = {}
+    cache: dict[tuple[Any, ...], Path] = {}
 
-    def make(model_type: str, task: str) -> Path:
-        key = (model_type, task)
+    def make(model_type: str, task: str, **overrides: Any) -> Path:
+        key = _key(model_type, task, overrides)
         if key not in cache:
-            out = tmp_path_factory.mktemp("tiny-bundles") / f"{model_type}-{task}"
-            export_model(tiny_model(model_type, task), out, task=task, optimize="fused", quiet=True)
+            out = tmp_path_factory.mktemp("tiny-bundles") / _name(key)
+            export_model(tiny_model(model_type, task, **overrides), out, task=task, optimize="fused", quiet=True)
             cache[key] = out
         return cache[key]
 

@@ -1,0 +1,137 @@
+"""``edgebert verify BUNDLE`` (checksums + golden probes) and ``edgebert info BUNDLE`` (manifest summary)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .bundle import Manifest, read_manifest
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgebert verify``."""
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the replay (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check every checksum, replay the golden probes; exit 0 when all match, 1 otherwise."""
+    from .probes import verify_bundle
+
+    results = verify_bundle(args.bundle, threads=args.threads)
+    ok = all(r.ok for r in results)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bundle": str(args.bundle),
+                    "ok": ok,
+                    "probes": [
+                        {
+                            "input": list(r.input) if isinstance(r.input, tuple) else r.input,
+                            "max_abs_diff": r.max_abs_diff if r.max_abs_diff != float("inf") else "shape mismatch",
+                            "atol": r.atol,
+                            "ok": r.ok,
+                        }
+                        for r in results
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print(f"{args.bundle}: checksums ok")
+        for r in results:
+            shown = r.input if isinstance(r.input, str) else " | ".join(r.input)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            diff = "shape mismatch" if r.max_abs_diff == float("inf") else f"max abs diff {r.max_abs_diff:.2e}"
+            print(f"  {'ok  ' if r.ok else 'FAIL'} {diff} (atol {r.atol:g})  {shown!r}")
+        print(f"{args.bundle}: {'verified' if ok else 'MISMATCH'} ({sum(r.ok for r in results)}/{len(results)} probes)")
+    if not ok:
+        print(
+            f"edgebert: error: {args.bundle}: the model's outputs differ from the golden probes recorded at "
+            "export; the bundle was altered or this ONNX Runtime computes differently. Re-export the bundle.",
+            file=sys.stderr,
+        )
+    return 0 if ok else 1
+
+
+def add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgebert info``."""
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print a summary of the bundle's manifest (no checksum verification, no model loading)."""
+    manifest = read_manifest(args.bundle)
+    if args.json:
+        print(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    for key, value in summary(Path(args.bundle), manifest):
+        print(f"{key + ':':<14}{value}")
+    return 0
+
+
+def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
+    """The lines of ``edgebert info``: (key, value) pairs."""
+    rows: list[tuple[str, str]] = [
+        ("bundle", str(root)),
+        ("format", str(m.format_version)),
+        ("task", m.task),
+        ("architecture", m.architecture),
+        ("precision", m.precision),
+        ("max length", f"{m.max_length} tokens"),
+        ("inputs", ", ".join(m.inputs)),
+        ("outputs", ", ".join(m.outputs)),
+    ]
+    if m.labels is not None:
+        shown = ", ".join(m.labels[:10]) + (f", ... ({len(m.labels)} labels)" if len(m.labels) > 10 else "")
+        rows.append(("labels", shown))
+    if m.pooling:
+        rows.append(("pooling", f"{m.pooling.get('mode', 'mean')}, normalize={bool(m.pooling.get('normalize'))}"))
+    tok = m.tokenizer
+    if tok:
+        rows.append(
+            ("tokenizer", f"{tok.get('class', '?')} (pad {tok.get('pad_token')!r}, mask {tok.get('mask_token')!r})")
+        )
+    if m.quantization:
+        rows.append(("quantization", _compact(m.quantization)))
+    if m.optimization.get("chosen") is not None:
+        fused = (m.optimization.get("fused_ops") or {}) if m.optimization["chosen"] == "fused" else {}
+        rows.append(("graph", f"{m.optimization['chosen']}" + (f" ({_compact(fused)})" if fused else "")))
+    if m.parity:
+        diffs = m.parity.get("max_abs_diff") or {}
+        rows.append(("parity", ", ".join(f"{k} max abs diff {float(v):.2e}" for k, v in diffs.items()) or "-"))
+    if m.accuracy:
+        rows.append(("accuracy", _compact(m.accuracy)))
+    rows.append(("probes", str(len(m.probes))))
+    if m.source.get("path") or m.source.get("name_or_path"):
+        rows.append(("source", str(m.source.get("name_or_path") or m.source.get("path"))))
+    if m.versions:
+        keys = ("edgebert", "onnxruntime", "transformers", "torch", "opset")
+        rows.append(("versions", ", ".join(f"{k} {m.versions[k]}" for k in keys if k in m.versions)))
+    for name in sorted(m.files):
+        path = root / name
+        size = _size(path.stat().st_size) if path.is_file() else "MISSING"
+        rows.append(("file", f"{name} {size} sha256 {str(m.files[name])[:12]}..."))
+    return rows
+
+
+def _compact(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

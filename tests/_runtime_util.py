@@ -1,0 +1,151 @@
+"""Shared helpers and fixtures of the runtime tests.
+
+A test module uses a fixture by importing its function (``from _runtime_util import fixture_clf_bundle``);
+the fixture's name is ``clf_bundle``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Real, varied text: accents, CJK, emoji, punctuation, numbers, mixed case, short and long.
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Edge models run fast on small devices while keeping quality high!",
+    "naïve café in Zürich, São Paulo and Kraków — über-cool résumé.",
+    "東京と北京とソウル 🙂 emoji text, 😀👍🏽 and more",
+    "How tall is the tower? The tower is 330 metres tall and was finished in 1889.",
+    "a great movie with an awful ending and a wonderful cast",
+    "ok",
+    "Hello world",
+    "It's not that I don't like it; it's that I can't stand it...",
+    "numbers 1889 2024 42 3.14159 and e-mail test@example.com at 10:30am",
+]
+
+# Tokenizer edge cases: control and zero-width characters, empty, whitespace-only, very long words.
+EDGE_TEXTS = [
+    "",
+    " ",
+    "   \t\n  ",
+    "tab\tseparated\nnew line\r\nwindows",
+    "zero\u200bwidth\u200cjoiner\u200d and\ufeffbom",
+    "control \x00\x01\x07\x1b chars \x7f end",
+    "Ĳ ﬁ ligatures Å Å composed vs decomposed é é",
+    "supercalifragilisticexpialidocious" * 5,
+    "a" * 300,
+    "🙂" * 20,
+    "mixed中文English日本語한국어",
+    "   leading and trailing spaces   ",
+    "ALL CAPS SHOUTING!!!",
+    "right-to-left: مرحبا بالعالم שלום",
+    "pneumonoultramicroscopicsilicovolcanoconiosis",
+]
+
+PAIRS = [
+    ("How tall is the tower?", "The tower is 330 metres tall and stands in Paris."),
+    ("", "empty first"),
+    ("naïve café?", "東京 🙂"),
+    ("a b c", ""),
+]
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+
+PROHIBITED = ("torch", "transformers", "optimum", "onnx")
+
+
+def make_bundle(tmp: Path, task: str, name: str, **config: Any) -> tuple[Path, Path]:
+    """A tiny random bert model for ``task`` and its exported bundle: (model folder, bundle)."""
+    from edgebert.export import export_model
+    from edgebert.export.tiny import make_tiny_model
+
+    model = make_tiny_model("bert", task, tmp / f"{name}-model", **config)
+    bundle = tmp / f"{name}-bundle"
+    export_model(model, bundle, task=task, optimize="fused", quiet=True)
+    return model, bundle
+
+
+@pytest.fixture(scope="session", name="qa_bundle")
+def fixture_qa_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Question answering needs two logits per token (start, end)."""
+    return make_bundle(tmp_path_factory.mktemp("qa"), "question-answering", "qa", num_labels=2, initializer_range=0.3)
+
+
+@pytest.fixture(scope="session", name="ner_bundle")
+def fixture_ner_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Token classification with B-/I- labels and larger weights so that predictions vary."""
+    id2label = dict(enumerate(NER_LABELS))
+    return make_bundle(
+        tmp_path_factory.mktemp("ner"),
+        "token-classification",
+        "ner",
+        num_labels=len(NER_LABELS),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        initializer_range=0.1,
+    )
+
+
+@pytest.fixture(scope="session", name="clf_bundle")
+def fixture_clf_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Sequence classification (3 labels) with weights large enough that labels differ between texts."""
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    return make_bundle(
+        tmp_path_factory.mktemp("clf"),
+        "sequence-classification",
+        "clf",
+        num_labels=3,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        initializer_range=0.5,
+    )
+
+
+@pytest.fixture(scope="session", name="mlm_bundle")
+def fixture_mlm_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_bundle(tmp_path_factory.mktemp("mlm"), "fill-mask", "mlm", initializer_range=0.3)
+
+
+@pytest.fixture(scope="session", name="hf_pipeline")
+def fixture_hf_pipeline() -> Callable[[str, Path], Any]:
+    """Factory: the transformers pipeline of a task on a model folder (the reference)."""
+
+    def make(task: str, folder: Path) -> Any:
+        import transformers
+        from transformers import AutoTokenizer, pipeline
+
+        auto = {
+            "text-classification": transformers.AutoModelForSequenceClassification,
+            "token-classification": transformers.AutoModelForTokenClassification,
+            "question-answering": transformers.AutoModelForQuestionAnswering,
+            "fill-mask": transformers.AutoModelForMaskedLM,
+        }[task]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = auto.from_pretrained(str(folder), local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            return pipeline(task, model=model, tokenizer=tok, device="cpu")  # type: ignore[call-overload]
+
+    return make
+
+
+def copy_bundle(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (same venv); raises with its stderr on failure."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

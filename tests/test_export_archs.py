@@ -1,0 +1,225 @@
+"""Every registered architecture x every task it supports: export a tiny random model and check the bundle.
+
+Parity is checked twice: by the exporter itself (it raises ParityError, so a written bundle passed), and
+here, independently, by running the exported graph with ONNX Runtime at two shapes that differ from the
+export shapes (dynamic batch and sequence axes) and comparing with the PyTorch model, padding masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgebert.export.specs import ARCHITECTURES, TASK_HEADS
+from edgebert.export.tiny import SENSITIVE_INITIALIZER_RANGE
+
+CASES = [(model_type, task) for model_type, spec in ARCHITECTURES.items() for task in spec.tasks]
+
+# Independent expectations, written by hand: which inputs each architecture really uses.
+TYPE_IDS = ("input_ids", "attention_mask", "token_type_ids")
+NO_TYPE_IDS = ("input_ids", "attention_mask")
+EXPECTED_INPUTS: dict[str, tuple[str, ...]] = {
+    "bert": TYPE_IDS,
+    "distilbert": NO_TYPE_IDS,  # no token type embeddings at all
+    "roberta": NO_TYPE_IDS,  # type_vocab_size 1
+    "xlm-roberta": NO_TYPE_IDS,
+    "camembert": NO_TYPE_IDS,
+    "albert": TYPE_IDS,
+    "electra": TYPE_IDS,
+    "mpnet": NO_TYPE_IDS,  # forward() takes no token_type_ids
+    "mobilebert": TYPE_IDS,
+    "deberta-v2": NO_TYPE_IDS,  # type_vocab_size 0
+}
+EXPECTED_TOKENIZER: dict[str, tuple[str, str]] = {  # tokenizer class, tokenizers model
+    "bert": ("BertTokenizerFast", "WordPiece"),
+    "distilbert": ("DistilBertTokenizerFast", "WordPiece"),
+    "electra": ("ElectraTokenizerFast", "WordPiece"),
+    "mobilebert": ("MobileBertTokenizerFast", "WordPiece"),
+    "mpnet": ("MPNetTokenizerFast", "WordPiece"),
+    "roberta": ("RobertaTokenizerFast", "BPE"),
+    "xlm-roberta": ("XLMRobertaTokenizerFast", "Unigram"),
+    "camembert": ("CamembertTokenizerFast", "Unigram"),
+    "albert": ("AlbertTokenizerFast", "Unigram"),
+    "deberta-v2": ("DebertaV2TokenizerFast", "Unigram"),
+}
+# Fusions ONNX Runtime's BERT optimizer achieves on each tiny 2-layer export (minimums; guards regressions).
+# MPNet (relative position bias) and MobileBERT (bottleneck, NoNorm) attention is not matched by ORT's patterns
+# (DistilBERT's is, when exported through its sdpa path); ALBERT's first attention block reads the embedding
+# projection rather than a LayerNorm and is not fused (the other n-1 are); DeBERTa-v2 has no ORT fusion at all.
+EXPECTED_FUSED: dict[str, dict[str, int]] = {
+    "bert": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2, "EmbedLayerNormalization": 1},
+    "distilbert": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2, "EmbedLayerNormalization": 1},
+    "roberta": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2},
+    "xlm-roberta": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2},
+    "camembert": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2},
+    "albert": {"Attention": 1, "SkipLayerNormalization": 4, "FastGelu": 2},
+    "electra": {"Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2, "EmbedLayerNormalization": 1},
+    "mpnet": {"SkipLayerNormalization": 4, "BiasGelu": 2},
+    "mobilebert": {},
+    "deberta-v2": {},
+}
+NUM_LABELS = {"sequence-classification": 3, "token-classification": 3, "question-answering": None}
+
+
+def test_every_registered_architecture_has_tests() -> None:
+    """Meta-test: a new entry in ARCHITECTURES must come with expectations here and a tiny-model recipe."""
+    from edgebert.export.tiny import RECIPES
+
+    registered = set(ARCHITECTURES)
+    assert registered == set(EXPECTED_INPUTS), "add the new architecture to EXPECTED_INPUTS"
+    assert registered == set(EXPECTED_TOKENIZER), "add the new architecture to EXPECTED_TOKENIZER"
+    assert registered == set(EXPECTED_FUSED), "add the new architecture to EXPECTED_FUSED"
+    assert registered == set(RECIPES), "add a tiny-model recipe to edgebert.export.tiny.RECIPES"
+    tested = {(m, t) for m, t in CASES}
+    for model_type, spec in ARCHITECTURES.items():
+        assert spec.tasks, model_type
+        for task in spec.tasks:
+            assert task in TASK_HEADS
+            assert (model_type, task) in tested
+    assert len(CASES) >= 10 * 6
+
+
+def _torch_model(folder: Path, task: str) -> Any:
+    import transformers
+
+    auto = getattr(transformers, TASK_HEADS[task][0])
+    return auto.from_pretrained(str(folder), attn_implementation="eager").eval()
+
+
+def _feeds(rng: np.random.Generator, tok: Any, inputs: tuple[str, ...], lengths: list[int]) -> dict[str, np.ndarray]:
+    """A padded batch of random real-token ids with the tokenizer's specials at both ends."""
+    vocab = len(tok)
+    special = set(tok.all_special_ids)
+    ordinary = np.array([i for i in range(vocab) if i not in special])
+    seq = max(lengths)
+    ids = np.full((len(lengths), seq), tok.pad_token_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.choice(ordinary, size=n)
+        ids[row, 0] = tok.cls_token_id
+        ids[row, n - 1] = tok.sep_token_id
+        mask[row, :n] = 1
+        types[row, n // 2 : n] = 1
+    available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: available[name] for name in inputs}
+
+
+@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_tiny_export_parity(
+    model_type: str, task: str, tiny_model: Callable[..., Path], tiny_bundle: Callable[..., Path]
+) -> None:
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer
+
+    from edgebert.runtime.bundle import read_manifest, verify_checksums
+
+    folder = tiny_model(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
+    bundle = tiny_bundle(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
+    manifest = read_manifest(bundle)
+    verify_checksums(bundle, manifest)
+    outputs = TASK_HEADS[task][1]
+
+    # manifest: what was exported, and the exporter's own parity report
+    assert manifest.task == task
+    assert manifest.architecture == model_type
+    assert manifest.inputs == EXPECTED_INPUTS[model_type]
+    assert manifest.outputs == outputs
+    assert manifest.parity["passed"] is True
+    assert set(manifest.parity["max_abs_diff"]) == set(outputs)
+    assert all(0 <= v <= manifest.parity["atol"] <= 1e-4 for v in manifest.parity["max_abs_diff"].values())
+    assert all(v > 0.99999 for v in manifest.parity["min_cosine"].values())
+    position_offset = ARCHITECTURES[model_type].position_offset
+    assert manifest.max_length == 64 - position_offset
+    assert manifest.parity["max_length_probe_tokens"] == manifest.max_length
+    assert len(manifest.probes) >= 2
+    if task in ("sequence-classification", "token-classification"):
+        assert manifest.labels is not None and len(manifest.labels) == 3
+    else:
+        assert manifest.labels is None
+    if task == "embedding":
+        assert manifest.pooling is not None and manifest.pooling["mode"] == "mean"
+    else:
+        assert manifest.pooling is None
+
+    # the graph: declared inputs/outputs and dynamic axes
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    assert tuple(i.name for i in graph.input) == manifest.inputs
+    assert tuple(o.name for o in graph.output) == outputs
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        assert len(dims) == 2 and all(d.dim_param for d in dims), f"{value.name} must have dynamic batch and sequence"
+    for value in graph.output:
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param, f"{value.name}: batch axis must be dynamic"
+        if task == "sequence-classification":
+            assert len(dims) == 2 and dims[1].dim_value == 3, "logits: only the batch axis is dynamic"
+        else:
+            assert dims[1].dim_param, f"{value.name}: sequence axis must be dynamic"
+
+    # fusions recorded = fusions present, and at least the expected ones
+    fused_ops = manifest.optimization.get("fused_ops", {})
+    counted = {n.op_type for n in graph.node}
+    for op, n in EXPECTED_FUSED[model_type].items():
+        assert fused_ops.get(op, 0) >= n, f"{model_type}: expected >= {n} {op}, manifest records {fused_ops}"
+        assert op in counted
+    assert manifest.optimization["chosen"] == ("fused" if "fused_ops" in manifest.optimization else "none")
+
+    # independent parity at two new shapes (batch 1 x 5 and batch 3 x up to 23, padded rows)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = _torch_model(folder, task)
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for lengths in ([5], [23, 9, 14]):
+        feeds = _feeds(rng, tok, manifest.inputs, lengths)
+        got = dict(zip(outputs, session.run(list(outputs), feeds), strict=True))
+        with torch.inference_mode():
+            ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        for name in outputs:
+            want = ref[name].numpy()
+            assert got[name].shape == want.shape, name
+            for row, n in enumerate(lengths):
+                a = want[row] if task == "sequence-classification" else want[row, :n]
+                b = got[name][row] if task == "sequence-classification" else got[name][row, :n]
+                assert np.max(np.abs(a - b)) <= 1e-4, f"{name} row {row}: {np.max(np.abs(a - b))}"
+            if len(lengths) > 1:
+                # the comparison is meaningful: different inputs give outputs far apart (>> atol)
+                first = want[0] if task == "sequence-classification" else want[0, : min(lengths)]
+                second = want[1] if task == "sequence-classification" else want[1, : min(lengths)]
+                assert np.max(np.abs(first - second)) > 1e-2, f"{name}: outputs barely depend on the input"
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_tiny_tokenizer_family(model_type: str, tiny_model: Callable[..., Path]) -> None:
+    """The tiny model's tokenizer is the architecture's real family, loadable offline with AutoTokenizer."""
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = tiny_model(model_type, "fill-mask")
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    cls, family = EXPECTED_TOKENIZER[model_type]
+    assert type(tok).__name__ == cls
+    assert tok.is_fast
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    assert data["model"]["type"] == family
+    if family == "Unigram":
+        assert data["pre_tokenizer"]["type"] == "Metaspace"
+    if family == "BPE":
+        assert data["pre_tokenizer"]["type"] == "ByteLevel"
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    assert config.model_type == model_type
+    assert tok.pad_token_id == config.pad_token_id
+    assert len(tok) <= config.vocab_size
+    assert tok.mask_token_id is not None and tok.cls_token_id is not None and tok.sep_token_id is not None
+    enc = tok("naïve café 東京 🙂", "a second text")
+    assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"][-1] == tok.sep_token_id
+    assert (
+        tok.decode(tok("the quick brown fox")["input_ids"], skip_special_tokens=True).strip() == "the quick brown fox"
+    )
