@@ -1,0 +1,152 @@
+"""Calibration and evaluation texts: reading, checking, splitting and batching into feeds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgebert.errors import DataError
+from edgebert.runtime.tokenize import TextEncoder, TextInput
+
+MIN_CALIBRATION_TEXTS = 16
+MIN_EVAL_TEXTS = 8
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+# Used only when no text is given at all (weak evidence; the report says so).
+BUILTIN_TEXTS: tuple[str, ...] = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A man is playing a guitar on the street corner.",
+    "The weather today is sunny with a light breeze from the west.",
+    "How do I reset my password if I forgot my email address?",
+    "The committee approved the budget after a long debate on Tuesday.",
+    "She ordered a coffee and sat by the window to read her book.",
+    "Stock markets fell sharply after the central bank raised interest rates.",
+    "This movie was a complete waste of time; the plot made no sense.",
+    "An absolutely wonderful performance by the entire cast.",
+    "Machine learning models can run efficiently on small devices.",
+    "The train to Berlin leaves at 7:45 from platform 3.",
+    "Please remember to bring your passport and two photos.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "The restaurant was crowded, noisy and the food arrived cold.",
+    "He fixed the bug in the parser and all the tests passed again.",
+    "Children were playing football in the park until it got dark.",
+)
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """Texts (or pairs) with optional gold labels, and where they came from."""
+
+    items: tuple[TextInput, ...]
+    labels: tuple[str, ...] | None
+    source: str
+
+
+def _read_lines(path: str | os.PathLike[str], what: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: {what} file not found.")
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise DataError(f"{p}: {what} file is larger than {MAX_FILE_BYTES} bytes; give a smaller sample.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: {what} file is not UTF-8 text ({e}).") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_calibration(path: str | os.PathLike[str]) -> list[str]:
+    """One text per line; at least :data:`MIN_CALIBRATION_TEXTS` non-empty lines."""
+    lines = _read_lines(path, "calibration")
+    if not lines:
+        raise DataError(f"{path}: the calibration file is empty; give one real text per line.")
+    unique = list(dict.fromkeys(lines))
+    if len(unique) < MIN_CALIBRATION_TEXTS:
+        raise DataError(
+            f"{path}: only {len(unique)} distinct calibration texts; give at least {MIN_CALIBRATION_TEXTS} "
+            "(a few hundred real texts from your domain work best)."
+        )
+    return unique
+
+
+def read_eval(path: str | os.PathLike[str], labels: Sequence[str] | None) -> TextSet:
+    """An evaluation file: ``label<TAB>text`` lines (labels checked against the model's), or plain texts.
+
+    A file in which every line has a tab is labelled; labels may be names or integer ids.
+    """
+    lines = _read_lines(path, "evaluation")
+    if len(lines) < MIN_EVAL_TEXTS:
+        raise DataError(f"{path}: only {len(lines)} evaluation lines; give at least {MIN_EVAL_TEXTS}.")
+    if not all("\t" in line for line in lines):
+        return TextSet(tuple(lines), None, str(path))
+    if not labels:
+        raise DataError(f"{path}: the file is labelled (label<TAB>text) but the model has no labels.")
+    known = list(labels)
+    gold: list[str] = []
+    texts: list[str] = []
+    unknown: dict[str, int] = {}
+    for line in lines:
+        label, text = (x.strip() for x in line.split("\t", 1))
+        if label not in known and label.isdigit() and int(label) < len(known):
+            label = known[int(label)]
+        if label not in known:
+            unknown[label] = unknown.get(label, 0) + 1
+            continue
+        if text:
+            gold.append(label)
+            texts.append(text)
+    if unknown:
+        shown = ", ".join(f"{k!r} x{v}" for k, v in list(unknown.items())[:5])
+        raise DataError(f"{path}: labels the model does not have: {shown}; the model's labels are {known}.")
+    if len(texts) < MIN_EVAL_TEXTS:
+        raise DataError(f"{path}: only {len(texts)} labelled texts; give at least {MIN_EVAL_TEXTS}.")
+    return TextSet(tuple(texts), tuple(gold), str(path))
+
+
+def split_texts(texts: Sequence[str], calibration_size: int, seed: int) -> tuple[list[str], list[str]]:
+    """Shuffle deterministically; the first ``calibration_size`` calibrate, the rest are held out."""
+    order = np.random.default_rng(seed).permutation(len(texts))
+    shuffled = [texts[i] for i in order]
+    n = min(calibration_size, max(len(texts) // 2, MIN_CALIBRATION_TEXTS), len(texts))
+    return shuffled[:n], shuffled[n:]
+
+
+def disjoint(calibration: Sequence[TextInput], evaluation: TextSet) -> TextSet:
+    """The evaluation set without any text used for calibration."""
+    seen = set(calibration)
+    keep = [i for i, t in enumerate(evaluation.items) if t not in seen]
+    items = tuple(evaluation.items[i] for i in keep)
+    labels = tuple(evaluation.labels[i] for i in keep) if evaluation.labels is not None else None
+    return TextSet(items, labels, evaluation.source)
+
+
+def batches(
+    encoder: TextEncoder, items: Sequence[TextInput], *, batch_size: int = 32, max_length: int = 128,
+    fixed: bool = False,
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """(indices, feeds) over length-sorted batches, each text truncated to ``max_length`` tokens.
+
+    ``fixed=True`` pads every batch to the longest text and to exactly ``batch_size`` rows (repeating
+    texts): ONNX Runtime's histogram calibrators need equal shapes.
+    """
+    tok = encoder.tokenizer
+    tok.enable_truncation(max_length)
+    try:
+        encs = list(tok.encode_batch(list(items)))
+    finally:
+        tok.no_truncation()
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+    longest = max((len(e.ids) for e in encs), default=1)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        chosen = [encs[i] for i in idx]
+        if fixed:
+            while len(chosen) < batch_size:
+                chosen.append(chosen[len(chosen) % len(idx)])
+            yield idx, encoder.feeds(chosen, length=longest)
+        else:
+            yield idx, encoder.feeds(chosen)

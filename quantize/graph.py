@@ -1,0 +1,251 @@
+"""ONNX graph helpers: which MatMuls carry weights, and restoring chosen MatMuls of a QDQ graph to fp32."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+from onnx import numpy_helper
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of MatMul nodes whose second input is a constant weight (activation x weight), in graph order."""
+    inits = initializer_names(model)
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of MatMul nodes multiplying two activations (attention scores and context)."""
+    inits = initializer_names(model)
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in inits]
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every unnamed node a unique name (exclusion lists refer to names)."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+    return model
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    """True if the graph already holds int8 kernels or Q/DQ pairs."""
+    quant_ops = {
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+        "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "MatMulNBits", "QGemm",
+    }
+    return any(n.op_type in quant_ops for n in model.graph.node)
+
+
+def restore_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of a QDQ graph in which the MatMuls ``names`` read fp32 activations and weights again.
+
+    Works on graphs from ``quantize_static(..., quant_format=QDQ)``: a quantized MatMul reads
+    ``DequantizeLinear(QuantizeLinear(x))`` and ``DequantizeLinear(w_int8)``. Q/DQ nodes and
+    initializers left without consumers are removed.
+    """
+    wanted = set(names)
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    originals = {n.name: n for n in fp32.graph.node if n.op_type == "MatMul"}
+    fp32_inits = {i.name: i for i in fp32.graph.initializer}
+    have = initializer_names(model)
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.name not in wanted or node.name not in originals:
+            continue
+        orig = originals[node.name]
+        for k in range(2):
+            src = producer.get(node.input[k])
+            if src is not None and src.op_type == "DequantizeLinear":
+                node.input[k] = orig.input[k]
+                if orig.input[k] in fp32_inits and orig.input[k] not in have:
+                    model.graph.initializer.append(fp32_inits[orig.input[k]])
+                    have.add(orig.input[k])
+    return prune(model)
+
+
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove nodes whose outputs nobody reads, and unread initializers (repeat until stable)."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | outputs
+        keep = [n for n in model.graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(model.graph.node):
+            break
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    used = {i for n in model.graph.node for i in n.input} | outputs
+    inits = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+    return model
+
+
+def model_bytes(model: onnx.ModelProto) -> int:
+    return len(model.SerializeToString())
+
+
+def weight_of(model: onnx.ModelProto, name: str) -> object:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    raise KeyError(name)
+
+
+def quantize_embedding_tables(
+    model: onnx.ModelProto, min_rows: int = 1024, exclude: Iterable[str] = ()
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Store large Gather tables (word embeddings) as int8 with one scale per row; returns (model, names).
+
+    ``Gather(table, ids)`` becomes ``Cast(Gather(table_int8, ids)) * Unsqueeze(Gather(scales, ids))``:
+    a weight-only change (4x smaller table) that costs a few microseconds per call.
+    """
+    import numpy as np
+    from onnx import helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    skip = set(exclude)
+    done: list[str] = []
+    nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    for node in model.graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or node.name in skip or axis != 0 or len(table.dims) != 2 or table.dims[0] < min_rows or \
+                table.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(table).astype(np.float32)
+        scale = np.abs(w).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8)
+        base = node.name or node.input[0]
+        qn, sn, axes = f"{table.name}_int8", f"{table.name}_row_scale", f"{base}_unsqueeze_axes"
+        new_inits += [numpy_helper.from_array(q, qn), numpy_helper.from_array(scale.astype(np.float32), sn),
+                      numpy_helper.from_array(np.array([-1], dtype=np.int64), axes)]
+        out = node.output[0]
+        nodes += [
+            helper.make_node("Gather", [qn, node.input[1]], [f"{base}_q"], name=f"{base}_q", axis=0),
+            helper.make_node("Cast", [f"{base}_q"], [f"{base}_qf"], name=f"{base}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [sn, node.input[1]], [f"{base}_s"], name=f"{base}_scale", axis=0),
+            helper.make_node("Unsqueeze", [f"{base}_s", axes], [f"{base}_s2"], name=f"{base}_unsqueeze"),
+            helper.make_node("Mul", [f"{base}_qf", f"{base}_s2"], [out], name=f"{base}_dequant"),
+        ]
+        done.append(node.name)
+    if not done:
+        return model, []
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    result.graph.initializer.extend(new_inits)
+    return prune(result), done
+
+
+def fuse_static_matmuls(model: onnx.ModelProto, *, fold: bool = True) -> tuple[onnx.ModelProto, int]:
+    """Rewrite QDQ MatMuls as ``MatMulIntegerToFloat`` with the bias folded in; fold equalization Muls.
+
+    ``MatMul(DQ(Q(x)), DQ(w_int8)) + bias`` becomes ``MatMulIntegerToFloat(Q(x), w_int8, ..., bias)``
+    (ONNX Runtime's own QDQ fusion leaves the bias Add separate), and ``Q(x * 1/s)`` becomes a
+    per-channel ``Q(x)`` with scales ``scale * s``, removing one elementwise pass per tensor.
+    Returns the model and the number of MatMuls rewritten.
+    """
+    import numpy as np
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    replace: dict[int, onnx.NodeProto] = {}
+    drop: set[int] = set()
+    index = {id(n): k for k, n in enumerate(g.node)}
+    fused = 0
+    for node in g.node:
+        if node.op_type != "MatMul":
+            continue
+        dq_a, dq_b = producer.get(node.input[0]), producer.get(node.input[1])
+        if dq_a is None or dq_b is None or dq_a.op_type != "DequantizeLinear" or dq_b.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq_a.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or dq_b.input[0] not in inits or len(dq_a.input) < 3:
+            continue
+        a_scale, a_zp = dq_a.input[1], dq_a.input[2]
+        b_zp = dq_b.input[2] if len(dq_b.input) > 2 else ""
+        zp_b = const(b_zp) if b_zp else None
+        if zp_b is not None and not zp_b.any():
+            b_zp = ""  # symmetric weights: omit the zero points (keeps ONNX Runtime on its fast path)
+        output, bias = node.output[0], ""
+        users = consumers.get(output, [])
+        if len(users) == 1 and users[0].op_type == "Add" and output not in graph_outputs:
+            add = users[0]
+            other = add.input[1] if add.input[0] == output else add.input[0]
+            b = const(other)
+            if b is not None and b.ndim == 1:
+                bias, output = other, add.output[0]
+                drop.add(index[id(add)])
+        fused_node = helper.make_node(
+            "MatMulIntegerToFloat", [dq_a.input[0], dq_b.input[0], a_scale, dq_b.input[1], a_zp, b_zp, bias],
+            [output], name=node.name, domain="com.microsoft",
+        )
+        replace[index[id(node)]] = fused_node
+        fused += 1
+    if not fused:
+        return model, 0
+    nodes = [replace.get(k, n) for k, n in enumerate(g.node) if k not in drop]
+    del g.node[:]
+    g.node.extend(nodes)
+    if fold:
+        _fold_equalization(out)
+    if not any(o.domain == "com.microsoft" for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return prune(out), fused
+
+
+def _fold_equalization(model: onnx.ModelProto) -> None:
+    """``QuantizeLinear(Mul(x, inv_s))`` -> per-channel ``QuantizeLinear(x)`` when Q is the Mul's only reader."""
+    import numpy as np
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    for q in g.node:
+        if q.op_type != "QuantizeLinear" or len(q.input) < 3:
+            continue
+        mul = producer.get(q.input[0])
+        if mul is None or mul.op_type != "Mul" or readers.get(mul.output[0], 0) != 1 or mul.input[1] not in inits:
+            continue
+        inv = numpy_helper.to_array(inits[mul.input[1]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[q.input[1]]) if q.input[1] in inits else None
+        zp = numpy_helper.to_array(inits[q.input[2]]) if q.input[2] in inits else None
+        if inv.ndim != 1 or scale is None or zp is None or scale.size != 1 or zp.size != 1:
+            continue
+        name = q.name or q.output[0]
+        g.initializer.append(numpy_helper.from_array((float(scale.ravel()[0]) / inv).astype(np.float32),
+                                                     f"{name}_channel_scale"))
+        g.initializer.append(numpy_helper.from_array(np.full(inv.shape, zp.ravel()[0], dtype=zp.dtype),
+                                                     f"{name}_channel_zp"))
+        q.input[0], q.input[1], q.input[2] = mul.input[0], f"{name}_channel_scale", f"{name}_channel_zp"
+        del q.attribute[:]
+        q.attribute.append(onnx.helper.make_attribute("axis", -1))

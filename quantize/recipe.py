@@ -1,0 +1,211 @@
+"""Building int8 graphs with ONNX Runtime's quantization tools: dynamic, static (+ equalization), exclusions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgebert.errors import QuantizationError
+
+from . import graph
+from .config import QuantizationConfig
+from .smooth import smooth
+
+Feeds = Mapping[str, np.ndarray]
+
+
+def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]:
+    """Nodes kept in fp32 by the config: named nodes, op types, and attention MatMuls unless asked."""
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in cfg.exclude_nodes if n not in names]
+    if unknown:
+        sample = ", ".join(graph.weight_matmuls(model)[:3])
+        raise QuantizationError(
+            f"exclude_nodes: no node named {', '.join(map(repr, unknown[:5]))} in the graph; "
+            f"MatMul names look like {sample}."
+        )
+    out = list(dict.fromkeys(cfg.exclude_nodes))
+    types = set(cfg.exclude_op_types)
+    out += [n.name for n in model.graph.node if n.op_type in types and n.name not in out]
+    if not cfg.quantize_attention:
+        out += [n for n in graph.activation_matmuls(model) if n not in out]
+    return out
+
+
+class _Reader:
+    """CalibrationDataReader over prepared feeds."""
+
+    def __init__(self, feeds: Sequence[Feeds]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._it, None)
+        return dict(item) if item is not None else None
+
+    def rewind(self) -> None:  # pragma: no cover - not used by ORT's quantize_static
+        pass
+
+
+def quantize_graph(
+    fp32: onnx.ModelProto,
+    cfg: QuantizationConfig,
+    method: str,
+    exclude: Sequence[str],
+    calibration: Sequence[Feeds] = (),
+    real_token_feeds: Sequence[Feeds] = (),
+) -> tuple[onnx.ModelProto, dict[str, Any], onnx.ModelProto]:
+    """Quantize ``fp32`` (named nodes) by ``method``.
+
+    Returns the int8 model, the recipe record, and the fp32 graph it was quantized from (``fp32``
+    itself, or its equalized copy), which :func:`with_fp32` needs to restore MatMuls.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    isa = cfg.resolved_isa()
+    reduce_range = cfg.resolved_reduce_range()
+    record: dict[str, Any] = {
+        "method": method, "format": cfg.format if method == "static" else "qoperator",
+        "per_channel": cfg.per_channel, "weight_type": "int8", "activation_type": "uint8",
+        "reduce_range": reduce_range, "isa": isa, "excluded_nodes": list(exclude),
+        "excluded_op_types": list(cfg.exclude_op_types), "quantize_attention": cfg.quantize_attention,
+    }
+    model = fp32
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs pre-processing advice at WARNING
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgebert-quantize-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            if method == "dynamic":
+                onnx.save(model, src)
+                quantize_dynamic(
+                    src, dst, per_channel=cfg.per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(exclude),
+                    extra_options={"MatMulConstBOnly": not cfg.quantize_attention,
+                                   "DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+            elif method == "static":
+                if not calibration:
+                    raise QuantizationError("static quantization needs calibration texts (--calibration FILE).")
+                if cfg.smooth_alpha:
+                    model, count = smooth(model, real_token_feeds or calibration, alpha=cfg.smooth_alpha,
+                                          cap=cfg.smooth_cap,
+                                          nodes=[n for n in graph.weight_matmuls(model) if n not in set(exclude)])
+                    record["smooth_alpha"] = cfg.smooth_alpha
+                    record["smooth_cap"] = cfg.smooth_cap
+                    record["smoothed_tensors"] = count
+                onnx.save(_typed_matmul_io(model), src)
+                calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                               "percentile": CalibrationMethod.Percentile}
+                with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+                    quantize_static(
+                        src, dst, _Reader(calibration),
+                        quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                        per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
+                        calibrate_method=calibrators[cfg.calibrator],
+                        extra_options={"CalibMovingAverage": False, "CalibPercentile": cfg.percentile,
+                                       "OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
+                                       "DefaultTensorType": onnx.TensorProto.FLOAT},
+                    )
+                record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration))
+                if cfg.calibrator == "percentile":
+                    record["percentile"] = cfg.percentile
+            else:
+                raise QuantizationError(f"unknown method {method!r}")
+            out = onnx.load(dst)
+        if cfg.quantize_embeddings and "Gather" not in cfg.exclude_op_types:
+            out, tables = graph.quantize_embedding_tables(out, exclude=exclude)
+            record["int8_embedding_tables"] = tables
+    except QuantizationError:
+        raise
+    except Exception as e:
+        raise QuantizationError(
+            f"ONNX Runtime's {method} quantizer failed ({type(e).__name__}: {str(e).strip()[:300]}). "
+            "Try --method dynamic, or exclude the failing node with --exclude-nodes."
+        ) from e
+    finally:
+        logging.getLogger().setLevel(level)
+    return out, record, model
+
+
+def with_fp32(
+    int8: onnx.ModelProto, fp32_prepared: onnx.ModelProto, names: Sequence[str]
+) -> onnx.ModelProto:
+    """QDQ graph ``int8`` with the MatMuls ``names`` restored to fp32 (for the sensitivity search)."""
+    return graph.restore_fp32(int8, fp32_prepared, names)
+
+
+def dynamic_sensitivity(
+    fp32: onnx.ModelProto, feeds: Sequence[Feeds], cfg: QuantizationConfig
+) -> list[tuple[str, float]]:
+    """Weight MatMuls ranked by the relative output error of simulated dynamic int8 (worst first).
+
+    Each MatMul's real input is captured, quantized per tensor (uint8, as ONNX Runtime's
+    DynamicQuantizeLinear) with its weight per channel (int8), and its product compared with fp32.
+    """
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in fp32.graph.initializer}
+    nodes = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(fp32)
+    names = list(dict.fromkeys(n.input[0] for n in nodes))
+    have = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in have:
+            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    bits = 7 if cfg.resolved_reduce_range() else 8
+    errors: dict[str, float] = {n.name: 0.0 for n in nodes}
+    for batch in feeds:
+        values = dict(zip(names, session.run(names, dict(batch)), strict=True))
+        for n in nodes:
+            x = values[n.input[0]].reshape(-1, values[n.input[0]].shape[-1]).astype(np.float32)
+            w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+            xs = (hi - lo) / 255.0 or 1.0
+            xq = (np.clip(np.round((x - lo) / xs), 0, 255) * xs + lo).astype(np.float32)
+            qmax = 2 ** (bits - 1) - 1
+            ws = (np.abs(w).max(axis=0, keepdims=True) if cfg.per_channel else np.abs(w).max()) / qmax
+            ws = np.where(ws == 0, 1.0, ws)
+            wq = (np.round(w / ws) * ws).astype(np.float32)
+            ref = x @ w
+            err = float(np.linalg.norm(xq @ wq - ref) / max(float(np.linalg.norm(ref)), 1e-12))
+            errors[n.name] = max(errors[n.name], err)
+    return sorted(errors.items(), key=lambda kv: -kv[1])
+
+
+def _typed_matmul_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Declare float type info for MatMul inputs/outputs that shape inference could not type.
+
+    ONNX shape inference stops at contrib ops (fused Attention, SkipLayerNormalization), and ORT's
+    histogram calibrators skip tensors without a declared float type.
+    """
+    from onnx import helper
+
+    typed = {v.name for v in model.graph.value_info} | {v.name for v in model.graph.input} | {
+        v.name for v in model.graph.output}
+    inits = graph.initializer_names(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for name in (*node.input, *node.output):
+            if name and name not in typed and name not in inits:
+                out.graph.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                typed.add(name)
+    return out

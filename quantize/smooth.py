@@ -1,0 +1,174 @@
+"""SmoothQuant-style activation equalization for static int8.
+
+Static quantization gives every activation one fixed scale, so a few outlier channels (BERT's
+residual stream has them) crush the resolution of all the others. Equalization divides each input
+channel j of a weight MatMul by s_j = amax_x(j)^alpha / amax_w(j)^(1-alpha) and multiplies row j of
+the weight by s_j: the product is unchanged in exact arithmetic, the activation's range is flattened
+and per-channel weight quantization absorbs the scaled rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+
+def channel_absmax(
+    model: onnx.ModelProto, tensors: list[str], batches: Iterable[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Per last-axis channel max |x| of ``tensors`` over real (unpadded) tokens of ``batches``."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in have:
+            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out: dict[str, np.ndarray] = {}
+    for feeds in batches:
+        values = session.run(tensors, dict(feeds))
+        mask = np.asarray(feeds["attention_mask"]).astype(bool)
+        for name, v in zip(tensors, values, strict=True):
+            rows = np.abs(v[mask]) if v.ndim == 3 and v.shape[:2] == mask.shape else np.abs(v.reshape(-1, v.shape[-1]))
+            m = rows.max(axis=0)
+            out[name] = np.maximum(out[name], m) if name in out else m
+    return out
+
+
+def smooth(
+    model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    alpha: float = 0.5,
+    nodes: Iterable[str] | None = None,
+    cap: float | None = None,
+) -> tuple[onnx.ModelProto, int]:
+    """Equalize the inputs of the weight MatMuls (all, or ``nodes``); returns (new model, tensors smoothed).
+
+    ``cap``: after equalization no channel's range may exceed ``cap`` times the median channel's
+    (the few channels above it are divided further; their weight rows absorb the factor).
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    chosen = set(nodes) if nodes is not None else None
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        if n.op_type == "MatMul" and n.input[1] in inits and (chosen is None or n.name in chosen):
+            w = inits[n.input[1]]
+            if len(w.dims) == 2:
+                consumers.setdefault(n.input[0], []).append(n)
+    if not consumers:
+        return model, 0
+    amax = channel_absmax(model, list(consumers), batches)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    new_inits = {i.name: i for i in out.graph.initializer}
+    by_name = {n.name: n for n in out.graph.node}
+    extra_nodes = []
+    done = 0
+    for tensor, nodes_ in consumers.items():
+        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float32) for n in nodes_]
+        w_max = np.max(np.stack([np.abs(w).max(axis=1) for w in weights]), axis=0)
+        x_max = amax[tensor]
+        if x_max.shape != w_max.shape:
+            continue
+        s = np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1.0 - alpha)
+        if cap is not None:
+            ranges = np.maximum(x_max, 1e-5) / s
+            s = np.maximum(s, np.maximum(x_max, 1e-5) / (cap * float(np.median(ranges))))
+        s = np.clip(s, 1e-3, 1e3).astype(np.float32)
+        if _fold_into_value(out, tensor, (1.0 / s).astype(np.float32)):
+            smoothed = tensor  # attention context: 1/s folded into the value projection, no Mul
+        else:
+            inv_name = f"{tensor}_smooth_inv"
+            smoothed = f"{tensor}_smoothed"
+            out.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv_name))
+            mul = helper.make_node("Mul", [tensor, inv_name], [smoothed], name=f"{smoothed}_Mul")
+            extra_nodes.append((tensor, mul))
+        for n, w in zip(nodes_, weights, strict=True):
+            node = by_name[n.name]
+            node.input[0] = smoothed
+            scaled = f"{n.input[1]}_smoothed"
+            w = _current(out, node.input[1]) * s[:, None]
+            out.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), scaled))
+            node.input[1] = scaled
+        done += 1
+    # insert each Mul right after the node that produces its input (keeps topological order)
+    producers = {o: i for i, n in enumerate(out.graph.node) for o in n.output}
+    ordered = list(out.graph.node)
+    for tensor, mul in sorted(extra_nodes, key=lambda t: -producers.get(t[0], -1)):
+        ordered.insert(producers.get(tensor, -1) + 1, mul)
+    del out.graph.node[:]
+    out.graph.node.extend(ordered)
+    used = {i for n in out.graph.node for i in n.input}
+    keep = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    del new_inits
+    return out, done
+
+
+def _current(model: onnx.ModelProto, name: str) -> np.ndarray:
+    for init in reversed(model.graph.initializer):
+        if init.name == name:
+            return numpy_helper.to_array(init).astype(np.float32)
+    raise KeyError(name)
+
+
+def _fold_into_value(model: onnx.ModelProto, tensor: str, inv: np.ndarray) -> bool:
+    """Scale channel j of ``tensor`` by ``inv[j]`` inside the value projection, if ``tensor`` is an
+    attention context: Reshape/Transpose(MatMul(probs, Reshape/Transpose(x @ Wv + bv))).
+
+    The context is linear in V per channel, so scaling Wv's columns and bv is exact.
+    """
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type == "Shape":  # reads only the shape, which the scaling does not change
+            continue
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+
+    def skip_layout(name: str) -> str:
+        while name in producer and producer[name].op_type in ("Reshape", "Transpose") and readers.get(name, 0) == 1:
+            name = producer[name].input[0]
+        return name
+
+    ctx = producer.get(skip_layout(tensor))
+    if ctx is None or ctx.op_type != "MatMul" or ctx.input[1] in inits:
+        return False
+    cur = skip_layout(ctx.input[1])
+    node = producer.get(cur)
+    bias = None
+    if node is not None and node.op_type == "Add" and readers.get(cur, 0) == 1:
+        consts = [i for i in node.input if i in inits]
+        if len(consts) != 1:
+            return False
+        bias = consts[0]
+        cur = next(i for i in node.input if i not in inits)
+        node = producer.get(cur)
+    if node is None or node.op_type != "MatMul" or node.input[1] not in inits or readers.get(cur, 0) != 1:
+        return False
+    w = _current(model, node.input[1])
+    if w.ndim != 2 or w.shape[1] != inv.shape[0]:
+        return False
+    name = f"{node.input[1]}_vfold"
+    g.initializer.append(numpy_helper.from_array((w * inv[None, :]).astype(np.float32), name))
+    node.input[1] = name
+    if bias is not None:
+        b = _current(model, bias)
+        if b.shape != inv.shape:
+            return False
+        g.initializer.append(numpy_helper.from_array((b * inv).astype(np.float32), f"{bias}_vfold"))
+        for n in g.node:
+            n.input[:] = [f"{bias}_vfold" if i == bias else i for i in n.input]
+    return True
