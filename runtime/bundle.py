@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from edgebert.errors import (
     OutputExistsError,
     StorageError,
 )
+
+from .safety import check_file_size, check_member_path, check_model, max_model_bytes, unsafe_name
 
 FORMAT_VERSION = 1
 MANIFEST = "edgebert.json"
@@ -44,6 +49,13 @@ TASKS = (
 # Refuse absurd files before reading them: a manifest is a few hundred KB at most.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_TOKENIZER_BYTES = 256 * 1024 * 1024
+# The only graph inputs the runtime knows how to feed (see TextEncoder.feeds).
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_MAPPING_FIELDS = ("pooling", "quantization", "accuracy", "tokenizer", "optimization", "parity", "source", "versions")
+_OPTIONAL_FIELDS = ("pooling", "quantization", "accuracy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Staging (".NAME.tmp-PID-XXXX") and backup (".NAME.old-PID-XXXX") directories of write_bundle.
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[^/]*$")
 
 
 @dataclass(frozen=True)
@@ -98,32 +110,72 @@ class Manifest:
         if missing:
             raise BundleError(f"{where}: required keys missing: {', '.join(missing)}. Re-export the bundle.")
         kwargs = {k: v for k, v in data.items() if k in known}
-        try:
-            kwargs["inputs"] = tuple(str(x) for x in data["inputs"])
-            kwargs["outputs"] = tuple(str(x) for x in data["outputs"])
-            if data.get("labels") is not None:
-                kwargs["labels"] = tuple(str(x) for x in data["labels"])
-            kwargs["probes"] = tuple(data.get("probes") or ())
-            max_length = int(data["max_length"])
-        except (TypeError, ValueError) as e:
-            raise BundleError(f"{where}: malformed field ({e}). Re-export the bundle.") from e
-        if not 2 <= max_length <= 1_000_000:
-            raise BundleError(f"{where}: max_length {max_length} is out of range (2..1000000).")
-        kwargs["max_length"] = max_length
-        if data["task"] not in TASKS:
-            raise BundleError(f"{where}: unknown task {data['task']!r}; known tasks: {', '.join(TASKS)}.")
-        files = data.get("files") or {}
-        if not isinstance(files, Mapping):
-            raise BundleError(f"{where}: 'files' must map file names to sha256 digests.")
-        for name in files:
-            _check_member_name(str(name), where)
+        kwargs.update(_validated(data, where))
         return cls(**kwargs)
+
+
+def _validated(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Type-check every field the runtime relies on; a hostile manifest gets a BundleError, not a crash."""
+
+    def bad(message: str) -> BundleError:
+        return BundleError(f"{where}: {message}. Re-export the bundle.")
+
+    def strings(key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise bad(f"{key!r} must be a list of strings")
+        return tuple(value)
+
+    out: dict[str, Any] = {}
+    if data["task"] not in TASKS:
+        raise BundleError(f"{where}: unknown task {data['task']!r}; known tasks: {', '.join(TASKS)}.")
+    if not isinstance(data["architecture"], str):
+        raise bad("'architecture' must be a string")
+    inputs = strings("inputs", data["inputs"])
+    unknown = [x for x in inputs if x not in KNOWN_INPUTS]
+    if unknown or "input_ids" not in inputs or len(set(inputs)) != len(inputs):
+        raise bad(f"'inputs' {list(inputs)} must be distinct names among {', '.join(KNOWN_INPUTS)} incl. input_ids")
+    out["inputs"] = inputs
+    out["outputs"] = strings("outputs", data["outputs"])
+    if not out["outputs"]:
+        raise bad("'outputs' is empty")
+    if data.get("labels") is not None:
+        out["labels"] = strings("labels", data["labels"])
+    max_length = data["max_length"]
+    if isinstance(max_length, bool) or not isinstance(max_length, int):
+        raise bad(f"'max_length' must be an integer, not {type(max_length).__name__}")
+    if not 2 <= max_length <= 1_000_000:
+        raise BundleError(f"{where}: max_length {max_length} is out of range (2..1000000).")
+    for key in _MAPPING_FIELDS:
+        value = data.get(key)
+        if value is None and key not in _OPTIONAL_FIELDS:
+            out[key] = {}
+        elif value is not None and not isinstance(value, Mapping):
+            raise bad(f"{key!r} must be a JSON object")
+    if not isinstance(data.get("precision", "fp32"), str):
+        raise bad("'precision' must be a string")
+    tok = data.get("tokenizer") or {}
+    for key in ("pad_id", "mask_id"):
+        value = tok.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise bad(f"tokenizer.{key} must be a non-negative integer")
+    probes = data.get("probes") or []
+    if not isinstance(probes, (list, tuple)) or not all(isinstance(p, Mapping) for p in probes):
+        raise bad("'probes' must be a list of objects")
+    out["probes"] = tuple(probes)
+    files = data.get("files") or {}
+    if not isinstance(files, Mapping):
+        raise BundleError(f"{where}: 'files' must map file names to sha256 digests.")
+    for name, digest in files.items():
+        _check_member_name(str(name), where)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise bad(f"'files' entry {name!r} is not a sha256 hex digest")
+    out["files"] = dict(files)
+    return out
 
 
 def _check_member_name(name: str, where: str) -> None:
     """A file listed in a manifest must be a plain name inside the bundle (no traversal)."""
-    p = Path(name)
-    if p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")) or "\\" in name or not name:
+    if unsafe_name(name):
         raise BundleError(f"{where}: file entry {name!r} points outside the bundle; refusing to use it.")
 
 
@@ -141,18 +193,27 @@ def read_manifest(bundle: str | os.PathLike[str]) -> Manifest:
     if not root.exists():
         raise BundleError(f"{root}: no such bundle directory. Export one with `edgebert export MODEL {root}`.")
     if not root.is_dir():
-        raise BundleError(f"{root}: not a directory. A bundle is a directory with {MANIFEST}, {MODEL_FILE}, {TOKENIZER_FILE}.")
-    path = root / MANIFEST
-    if not path.is_file():
+        raise BundleError(
+            f"{root}: not a directory. A bundle is a directory with {MANIFEST}, {MODEL_FILE}, {TOKENIZER_FILE}."
+        )
+    staging = _STAGING.match(root.absolute().name) or (
+        root.absolute().name == "bundle" and _STAGING.match(root.absolute().parent.name)
+    )
+    if staging:
+        raise BundleError(
+            f"{root}: this is the staging or backup directory of an interrupted bundle write, not a bundle. "
+            "Load the bundle it was writing, or delete it."
+        )
+    if not (root / MANIFEST).exists():
         raise BundleError(
             f"{root}: not an edgebert bundle ({MANIFEST} is missing). Export one with `edgebert export`."
         )
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes; refusing to read it.")
+    path = check_member_path(root, MANIFEST, "the manifest")
+    check_file_size(path, MAX_MANIFEST_BYTES, "the manifest", "Re-export the bundle.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: manifest is not valid JSON ({e}). Re-export the bundle.") from e
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BundleError(f"{path}: manifest is not valid JSON ({str(e)[:200]}). Re-export the bundle.") from e
     return Manifest.from_json(data, str(path))
 
 
@@ -163,6 +224,8 @@ def resolve_member(bundle: Path, name: str) -> Path:
     path = (bundle / name).resolve()
     if root not in path.parents:
         raise BundleError(f"{bundle}: {name!r} resolves outside the bundle ({path}); refusing to use it.")
+    if path.exists() and not path.is_file():
+        raise BundleError(f"{bundle}: {name!r} is not a regular file; refusing to read it.")
     return path
 
 
@@ -172,10 +235,14 @@ def verify_checksums(bundle: str | os.PathLike[str], manifest: Manifest) -> None
     for required in (MODEL_FILE, TOKENIZER_FILE):
         if required not in manifest.files:
             raise ChecksumError(f"{root}: manifest lists no checksum for {required}; the bundle is incomplete.")
-    for name, expected in manifest.files.items():
-        path = resolve_member(root, name)
-        if not path.is_file():
+    paths: dict[str, Path] = {}
+    for name in manifest.files:
+        if not (root / name).exists():
             raise BundleError(f"{root}: {name} is listed in the manifest but missing. Re-export the bundle.")
+        paths[name] = check_member_path(root, name, "bundle file")
+    check_sizes(root, paths)
+    for name, expected in manifest.files.items():
+        path = paths[name]
         actual = sha256_file(path)
         if actual != expected:
             raise ChecksumError(
@@ -183,40 +250,127 @@ def verify_checksums(bundle: str | os.PathLike[str], manifest: Manifest) -> None
                 f"{actual[:12]}...): the file was modified or truncated. Re-export the bundle, or load "
                 "with verify=False if you changed it on purpose."
             )
+    check_model(paths[MODEL_FILE], allowed_external=set(manifest.files))
+
+
+def check_sizes(root: Path, paths: Mapping[str, Path]) -> None:
+    """Refuse oversized bundle files by their stat size, before any of them is read."""
+    cap = max_model_bytes()
+    how = "Raise the cap with EDGEBERT_MAX_MODEL_BYTES if the model is really this large."
+    total = 0
+    for name, path in paths.items():
+        if name == TOKENIZER_FILE:
+            check_file_size(path, MAX_TOKENIZER_BYTES, TOKENIZER_FILE, "Re-export the bundle.")
+        else:
+            total += check_file_size(path, cap, name, how)
+    if total > cap:
+        raise BundleError(f"{root}: the model files total {total:,} bytes, more than the limit of {cap:,}. {how}")
 
 
 @contextlib.contextmanager
 def staging_dir(dest: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory of ``dest``; on success it atomically becomes ``dest``.
 
-    On any error the temporary directory is removed and an existing ``dest`` is left untouched.
+    On any error the temporary directory is removed and an existing ``dest`` is left untouched; an
+    ``OSError`` while writing (disk full, quota, permissions) becomes a :class:`StorageError`. The
+    directory is named ``.NAME.tmp-PID-XXXX``; ones left by a killed process (PID gone) are removed
+    the next time a bundle is written to the same path. ``force`` replaces an existing bundle (or an
+    empty directory), never another kind of directory or file.
     """
     final = Path(dest).absolute()
     if final.exists() and not force:
         raise OutputExistsError(f"{final} already exists. Choose another path or pass force=True (--force).")
+    if final.exists():
+        _check_replaceable(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        clean_stale(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)
     except OSError as e:
-        raise StorageError(f"cannot create a directory next to {final}: {e}. Check the path and permissions.") from e
+        raise StorageError(_storage_message(e, final, "cannot create a staging directory for")) from e
     try:
         yield tmp
         _swap_into_place(tmp, final, force=force)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(_storage_message(e, final)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _swap_into_place(tmp: Path, final: Path, *, force: bool) -> None:
+def _storage_message(e: OSError, final: Path, what: str = "writing") -> str:
+    kept = "; any previous bundle there is unchanged"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"the disk is full ({e.strerror or e}) {what} the bundle {final}. Nothing was written"
+            f"{kept}. Free some space (or choose another path) and retry."
+        )
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission ({e}) {what} the bundle {final}. Nothing was written{kept}."
+    return f"{what} the bundle {final} failed ({e}). Nothing was written{kept}; check the path."
+
+
+def _check_replaceable(final: Path) -> None:
+    if final.is_dir() and ((final / MANIFEST).is_file() or not any(final.iterdir())):
+        return
+    raise OutputExistsError(
+        f"{final} exists and is not an edgebert bundle; refusing to replace it even with force=True. "
+        "Remove it yourself or choose another path."
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        _fsync_tree(tmp)
-        if final.exists():
-            if not force:
-                raise OutputExistsError(f"{final} appeared while writing. Pass force=True to overwrite it.")
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: exists but belongs to someone else
+        return True
+    return True
+
+
+def clean_stale(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove staging directories of ``final`` left by killed processes; restore an orphaned backup.
+
+    Only directories named by :func:`staging_dir` whose writer process no longer exists are touched
+    (on this host: do not share an output directory between machines while writing). Returns them.
+    """
+    final = Path(final).absolute()
+    removed: list[Path] = []
+    try:
+        siblings = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        m = _STAGING.match(path.name)
+        if not m or m["name"] != final.name or _pid_alive(int(m["pid"])) or not path.is_dir():
+            continue
+        backup = path / "bundle"
+        if m["kind"] == "old" and not final.exists() and (backup / MANIFEST).is_file():
+            # Killed between the two renames of the fallback swap: put the previous bundle back.
+            with contextlib.suppress(OSError):
+                os.rename(backup, final)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _swap_into_place(tmp: Path, final: Path, *, force: bool) -> None:
+    _fsync_tree(tmp)
+    if final.exists():
+        if not force:
+            raise OutputExistsError(f"{final} appeared while writing. Pass force=True to overwrite it.")
+        if _exchange(tmp, final):
+            # One atomic step: ``final`` is the new bundle, ``tmp`` now holds the previous one.
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
             os.rename(final, old / "bundle")
             try:
                 os.rename(tmp, final)
@@ -224,10 +378,44 @@ def _swap_into_place(tmp: Path, final: Path, *, force: bool) -> None:
                 os.rename(old / "bundle", final)
                 raise
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except OSError as e:
-        raise StorageError(f"cannot move the finished bundle into {final}: {e}.") from e
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -243,17 +431,22 @@ def finalize_manifest(tmp: Path, manifest: Manifest) -> Manifest:
         p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     final = dataclasses.replace(manifest, files=files)
-    write_json(tmp / MANIFEST, final.to_json())
+    _dump_json(tmp / MANIFEST, final.to_json())  # inside staging_dir: an OSError becomes a StorageError
     return final
 
 
 def write_json(path: Path, data: Any) -> None:
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
+        _dump_json(path, data)
     except OSError as e:
-        raise StorageError(f"cannot write {path}: {e}. Free disk space or choose another path.") from e
+        full = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StorageError(f"cannot write {path}{full}: {e}. Free disk space or choose another path.") from e
+
+
+def _dump_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
+        fh.write("\n")
 
 
 def write_bundle(

@@ -20,6 +20,7 @@ from .bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, resolve
 from .isa import IsaMismatchWarning, isa_mismatch
 from .session import create_session, run_session
 from .tokenize import TextEncoder, TextInput, as_transformers, load_tokenizer, normalize_inputs
+from .truncation import truncate_pair
 
 LongTextPolicy = Literal["truncate", "chunk", "error"]
 Reducer = Callable[[Encoding, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -201,10 +202,17 @@ class Pipeline:
             slide_second = isinstance(item, tuple) and not (first_only and self.truncate_pairs_longest_first)
             if slide_second and not self.allow_pairs:
                 raise InputError("this pipeline takes single texts, not (text, text_pair) pairs.")
+            if first_only and isinstance(item, tuple) and not slide_second:
+                fast = truncate_pair(self.encoder.tokenizer, item[0], item[1], self.max_length)
+                if fast is not None:
+                    out.append([fast])
+                    continue
             tok = self._window_tokenizer(slide_second)
             try:
                 enc = tok.encode(item[0], item[1]) if isinstance(item, tuple) else tok.encode(item)
-            except Exception as e:
+            except BaseException as e:  # tokenizers' Rust panics arrive as pyo3 PanicException(BaseException)
+                if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                    raise
                 if isinstance(item, tuple):
                     raise LongTextError(
                         f"the first text of the pair is too long to leave room for windows over the second "

@@ -12,6 +12,8 @@ import onnxruntime as ort
 
 from edgebert.errors import BundleError, EdgebertError
 
+from .safety import check_model
+
 
 def available_cpus() -> int:
     """CPUs this process may use: scheduler affinity, capped by a cgroup CPU quota when one is set."""
@@ -49,11 +51,14 @@ def create_session(
     *,
     threads: int | None = None,
     graph_optimization: str = "all",
+    check: bool = True,
 ) -> ort.InferenceSession:
     """An ``InferenceSession`` on the CPU provider with a fixed intra-op thread count.
 
     ``threads=None`` uses :func:`available_cpus`. ``graph_optimization`` is one of
-    ``"disable"``, ``"basic"``, ``"extended"``, ``"all"``.
+    ``"disable"``, ``"basic"``, ``"extended"``, ``"all"``. ``check`` first runs
+    :func:`edgebert.runtime.safety.check_model` (size cap, external-data paths, declared tensor
+    sizes), so that a hostile file is refused before ONNX Runtime parses or allocates anything.
     """
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -71,7 +76,9 @@ def create_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = levels[graph_optimization]
     opts.log_severity_level = 3
-    # Refuse external data outside the model's directory (ORT resolves it relative to the model).
+    # External data must stay inside the model's directory (ORT resolves it relative to the model).
+    if check:
+        check_model(model_path)
     try:
         return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -81,7 +88,9 @@ def create_session(
         ) from e
 
 
-def run_session(session: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[Any]:
+def run_session(
+    session: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None = None
+) -> list[Any]:
     """``session.run`` with onnxruntime's exceptions turned into an :class:`EdgebertError`."""
     try:
         return session.run(outputs, feeds)

@@ -92,6 +92,15 @@ class TextEncoder:
         try:
             return list(self.tokenizer.encode_batch(as_transformers(items), add_special_tokens=add_special_tokens))
         except Exception as e:
+            for i, item in enumerate(items):
+                try:
+                    for part in (item,) if isinstance(item, str) else item:
+                        part.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError(
+                        f"text {i} holds a lone surrogate (e.g. '\\ud800'), which is not valid unicode; "
+                        "clean it, or decode your bytes with errors='replace'."
+                    ) from e
             raise InputError(f"the tokenizer rejected the input ({e}).") from e
 
     def feeds(self, encodings: Sequence[Encoding], length: int | None = None) -> dict[str, np.ndarray]:

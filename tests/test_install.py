@@ -26,7 +26,8 @@ def test_core_wheel_runs_a_bundle_without_torch(tmp_path: Path, tiny_bundle) -> 
     bundle = tiny_bundle("bert", "embedding")
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir),
+         str(ROOT)],
         check=True,
     )
     wheels = list(wheel_dir.glob("edgebert-*.whl"))
@@ -52,7 +53,8 @@ def test_core_wheel_runs_a_bundle_without_torch(tmp_path: Path, tiny_bundle) -> 
     assert str(env_dir) in out, out
     site = next((env_dir / "lib").glob("python*/site-packages"))
     sizes = {p.name: _site_size(p) / 1e6 for p in site.iterdir() if p.is_dir()}
-    tooling = sum(v for k, v in sizes.items() if k.split("-")[0] in ("pip", "setuptools", "_distutils_hack", "pkg_resources"))
+    tools = ("pip", "setuptools", "_distutils_hack", "pkg_resources")
+    tooling = sum(v for k, v in sizes.items() if k.split("-")[0] in tools)
     size_mb = sum(sizes.values()) - tooling
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:6]
     print(f"core install size without pip/setuptools: {size_mb:.1f} MB; largest: {top}")
