@@ -1,0 +1,34 @@
+"""Full suite, the fair comparison: all variants interleaved round-robin in one process (``edgebert bench``).
+
+Ratios to PyTorch fp32, accuracy, cold start and peak RSS are stored in the benchmark's extra_info
+(and printed with ``-s``). Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebert.benchmarks import report
+from edgebert.benchmarks.harness import BenchConfig, run_benchmark
+
+from .conftest import bench_threads
+
+pytestmark = pytest.mark.bench_full
+
+
+def test_interleaved_variants(benchmark: Any, bench_bundle: Path, tmp_path: Path) -> None:
+    cfg = BenchConfig(threads=tuple(bench_threads()), rounds=8, max_rounds=30, budget_s=5.0, cold_runs=2)
+    results = benchmark.pedantic(run_benchmark, args=(bench_bundle, cfg), rounds=1, iterations=1)
+    benchmark.extra_info["speedup_vs_pytorch"] = {
+        f"{r['variant']} {r['threads']}t {r['shape']} {r['mode']}": r["speedup_vs_pytorch"] for r in results["results"]
+    }
+    benchmark.extra_info["variants"] = {
+        k: {f: v.get(f) for f in ("size_mb", "cold_start_s", "peak_rss_mb", "accuracy")}
+        for k, v in results["variants"].items()
+    }
+    report.write_json(results, tmp_path / "interleaved.json")
+    print(report.render_text(results))
+    assert results["results"] and all(r["p50_ms"] > 0 for r in results["results"])
