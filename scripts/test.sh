@@ -6,5 +6,7 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . "${EDGEBERT_VENV:-.venv}/bin/activate"
 ruff check edgebert runtime export quantize benchmarks tests
-mypy -p edgebert
+# Type-check the installed package (the package-dir mapping exists only there), from outside the repo.
+ROOT="$(pwd)"
+(cd "${TMPDIR:-/tmp}" && mypy --config-file "$ROOT/pyproject.toml" -p edgebert)
 pytest tests benchmarks/test_smoke.py -p no:cacheprovider "$@"
