@@ -31,7 +31,8 @@ def measure(bundle: Path, work: Path, variant: str, threads: int, text: str, tim
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.time()
     errfile = tempfile.TemporaryFile()  # noqa: SIM115 (closed below; the child writes to it)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, env=env)
+    # cwd outside any source checkout: a bare ./edgebert folder there would shadow the installed package
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, env=env, cwd=tempfile.gettempdir())
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:

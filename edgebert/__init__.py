@@ -17,6 +17,22 @@ from .errors import __all__ as _errors_all
 
 __version__ = "0.1.0"
 
+
+def _source_checkout_path() -> None:
+    """Run from a source checkout's root, ``import edgebert`` finds this bare folder first (the current
+    directory comes first on sys.path) while runtime/, export/, ... sit beside it: let the subpackages
+    resolve there too. An installed edgebert has them inside this folder and is unaffected."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    root = here.parent
+    checkout = (root / "pyproject.toml").is_file() and (root / "runtime" / "__init__.py").is_file()
+    if checkout and not (here / "runtime").is_dir():
+        globals()["__path__"].append(str(root))
+
+
+_source_checkout_path()
+
 if TYPE_CHECKING:
     from edgebert.export import ExportConfig, export_model
     from edgebert.quantize import QuantizationConfig, quantize_model
