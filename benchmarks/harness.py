@@ -184,6 +184,8 @@ def accuracy(task: str, outputs: dict[str, np.ndarray], reference: str | None,
                     hits = [label_names[int(pred[i])] == g for i, g in gold]
                     rec["accuracy"] = float(np.mean(hits))
                     rec["labelled_texts"] = len(gold)
+        elif ref is not None and rows.shape != ref.shape:
+            rec["error"] = f"output shape {rows.shape} differs from the reference's {ref.shape}"
         elif ref is not None:
             num = (rows * ref).sum(axis=1)
             den = np.linalg.norm(rows, axis=1) * np.linalg.norm(ref, axis=1)

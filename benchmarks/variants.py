@@ -51,9 +51,13 @@ class BenchContext:
         elif not (source / "config.json").is_file():
             reason = f"the source PyTorch model {source} is no longer available"
             source = None
+        # Built variants are cached per bundle (path and model checksum), also under an explicit --work,
+        # so that one work directory can serve several bundles without mixing their artifacts.
+        key = hashlib.sha256(f"{root}|{manifest.files.get(MODEL_FILE, '')}".encode()).hexdigest()[:16]
         if work is None:
-            key = hashlib.sha256(f"{root}|{manifest.files.get(MODEL_FILE, '')}".encode()).hexdigest()[:16]
             work = Path(os.environ.get("EDGEBERT_BENCH_CACHE", Path.home() / ".cache" / "edgebert" / "bench")) / key
+        else:
+            work = Path(work) / key
         return cls(root, manifest, Path(work), source, reason)
 
     @property

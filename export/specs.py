@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgebert.errors import UnsupportedModelError
+from edgebert.runtime.bundle import TASKS
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,7 @@ class ArchSpec:
     name: str
     ort_model_type: str | None = "bert"
     position_offset: int = 0
-    tasks: tuple[str, ...] = (
-        "embedding",
-        "feature-extraction",
-        "sequence-classification",
-        "token-classification",
-        "question-answering",
-        "fill-mask",
-    )
+    tasks: tuple[str, ...] = TASKS
     attn_implementation: str = "eager"
 
 

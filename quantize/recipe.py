@@ -17,7 +17,7 @@ from edgebert.errors import QuantizationError
 
 from . import graph
 from .config import QuantizationConfig
-from .smooth import smooth
+from .smooth import smooth, tap_session
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -151,23 +151,12 @@ def dynamic_sensitivity(
     Each MatMul's real input is captured, quantized per tensor (uint8, as ONNX Runtime's
     DynamicQuantizeLinear) with its weight per channel (int8), and its product compared with fp32.
     """
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     inits = {i.name: i for i in fp32.graph.initializer}
     nodes = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(fp32)
     names = list(dict.fromkeys(n.input[0] for n in nodes))
-    have = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in have:
-            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = tap_session(fp32, names)
     bits = 7 if cfg.resolved_reduce_range() else 8
     errors: dict[str, float] = {n.name: 0.0 for n in nodes}
     for batch in feeds:

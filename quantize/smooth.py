@@ -17,10 +17,8 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 
-def channel_absmax(
-    model: onnx.ModelProto, tensors: list[str], batches: Iterable[Mapping[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """Per last-axis channel max |x| of ``tensors`` over real (unpadded) tokens of ``batches``."""
+def tap_session(model: onnx.ModelProto, tensors: Iterable[str]) -> ort.InferenceSession:
+    """A one-thread, unoptimized session of ``model`` that also outputs the named fp32 ``tensors``."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}
@@ -31,7 +29,13 @@ def channel_absmax(
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+def channel_absmax(
+    model: onnx.ModelProto, tensors: list[str], batches: Iterable[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Per last-axis channel max |x| of ``tensors`` over real (unpadded) tokens of ``batches``."""
+    session = tap_session(model, tensors)
     out: dict[str, np.ndarray] = {}
     for feeds in batches:
         values = session.run(tensors, dict(feeds))
