@@ -40,18 +40,51 @@ def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]
     return out
 
 
+# ORT's histogram calibrators keep every calibrated activation of every batch in memory until the
+# end of a collect_data call (BERT-base, 256 texts x 128 tokens: > 24 GB). Above this estimate, the
+# batches are fed in strides; the histograms are merged across strides.
+CALIBRATION_MEMORY_BYTES = 2 << 30
+
+
 class _Reader:
-    """CalibrationDataReader over prepared feeds."""
+    """CalibrationDataReader over prepared feeds; supports ORT's strided calibration (set_range)."""
 
     def __init__(self, feeds: Sequence[Feeds]) -> None:
-        self._it = iter(feeds)
+        self._feeds = list(feeds)
+        self._start, self._end = 0, len(self._feeds)
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start, self._end = start_index, min(end_index, len(self._feeds))
+        self._next = self._start
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        item = next(self._it, None)
-        return dict(item) if item is not None else None
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return dict(self._feeds[self._next - 1])
 
     def rewind(self) -> None:  # pragma: no cover - not used by ORT's quantize_static
-        pass
+        self._next = self._start
+
+
+def calibration_stride(model: onnx.ModelProto, calibration: Sequence[Feeds],
+                       budget: int | None = None) -> int | None:
+    """Batches per calibration stride so that the collected activations stay under ``budget`` bytes;
+    None when all batches fit at once (ORT's single pass, the exact same ranges)."""
+    budget = CALIBRATION_MEMORY_BYTES if budget is None else budget
+    inits = {i.name: i for i in model.graph.initializer}
+    features = {n.input[0]: int(inits[n.input[1]].dims[0]) for n in model.graph.node
+                if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits and inits[n.input[1]].dims}
+    per_token = 4 * sum(features.values())
+    tokens = [int(np.prod(f["input_ids"].shape)) for f in calibration]
+    if not tokens or per_token * sum(tokens) <= budget:
+        return None
+    fit = max(1, budget // max(1, per_token * max(tokens)))
+    return max(d for d in range(1, min(fit, len(tokens)) + 1) if len(tokens) % d == 0)
 
 
 def quantize_graph(
@@ -104,6 +137,8 @@ def quantize_graph(
                 onnx.save(_typed_matmul_io(model), src)
                 calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                "percentile": CalibrationMethod.Percentile}
+                stride = calibration_stride(model, calibration)
+                extra: dict[str, Any] = {"CalibStridedMinMax": stride} if stride else {}
                 with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
                     quantize_static(
                         src, dst, _Reader(calibration),
@@ -113,9 +148,10 @@ def quantize_graph(
                         calibrate_method=calibrators[cfg.calibrator],
                         extra_options={"CalibMovingAverage": False, "CalibPercentile": cfg.percentile,
                                        "OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
-                                       "DefaultTensorType": onnx.TensorProto.FLOAT},
+                                       "DefaultTensorType": onnx.TensorProto.FLOAT, **extra},
                     )
-                record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration))
+                record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration),
+                              calibration_stride=stride)
                 if cfg.calibrator == "percentile":
                     record["percentile"] = cfg.percentile
             else:
