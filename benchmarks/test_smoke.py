@@ -59,6 +59,9 @@ def test_cold_start_and_peak_rss_in_a_fresh_process(smoke_run: dict[str, Any], b
 
     rec = coldstart.measure(bench_tiny_bundle, smoke_run["work"], "edgebert-int8", 1, "a fine film")
     assert 0 < rec["import_load_s"] <= rec["cold_start_s"] and rec["peak_rss_mb"] > 10
+    # the child reuses the built variants: no second per-bundle directory nested inside the first
+    nested = [p for p in Path(smoke_run["work"]).rglob("*") if p.is_dir() and p.name == p.parent.name]
+    assert not nested, nested
 
 
 def test_compare_flags_a_crafted_regression(smoke_run: dict[str, Any], bench_tiny_bundle: Path, tmp_path: Path,

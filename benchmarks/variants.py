@@ -56,7 +56,7 @@ class BenchContext:
         key = hashlib.sha256(f"{root}|{manifest.files.get(MODEL_FILE, '')}".encode()).hexdigest()[:16]
         if work is None:
             work = Path(os.environ.get("EDGEBERT_BENCH_CACHE", Path.home() / ".cache" / "edgebert" / "bench")) / key
-        else:
+        elif Path(work).name != key:  # cold-start children get the already-keyed directory
             work = Path(work) / key
         return cls(root, manifest, Path(work), source, reason)
 
