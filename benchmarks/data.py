@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebert.errors import DataError
+from edgebert.runtime.bundle import sha256_file
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -77,14 +78,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_sdist(cache: Path | None = None) -> Path:
     """The vaderSentiment 3.3.2 sdist in the cache (downloaded with pip once, checked by sha256)."""
     dest = (cache or cache_dir()) / "downloads"
@@ -96,7 +89,7 @@ def download_sdist(cache: Path | None = None) -> Path:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not path.is_file():
             raise DataError(f"`{' '.join(cmd)}` failed ({done.stderr.strip()[-500:]}); check network access to PyPI.")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != SDIST_SHA256:
         path.unlink()
         raise DataError(f"{path}: sha256 {digest} differs from the expected {SDIST_SHA256}; removed it, retry.")

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgebert.runtime.bundle import read_manifest
+from edgebert.runtime.session import create_session
 from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
 
 from .config import QuantizationConfig
@@ -44,11 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def _session(path: str | os.PathLike[str]) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return create_session(path, threads=1)
 
 
 def _feeds(encoder: TextEncoder, texts: Sequence[str], length: int | None = None) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -290,11 +290,6 @@ class Pipeline:
                 out[i] = reduce(encodings[i], item) if reduce is not None else item
             del results, feeds
         return out
-
-    def batches(self, encodings: Sequence[Encoding]) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-        """Yield (indices, feeds) per planned batch (for pipelines that post-process whole batches)."""
-        for batch in plan_batches([len(e.ids) for e in encodings], self.limits):
-            yield batch, self.encoder.feeds([encodings[i] for i in batch])
 
     def __repr__(self) -> str:
         m = self.manifest
