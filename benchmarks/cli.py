@@ -8,13 +8,18 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgebert.errors import BenchmarkError
 
 from . import report
 from .workloads import DEFAULT_SHAPES, QUICK_SHAPES
 
+if TYPE_CHECKING:
+    from .harness import BenchConfig
+
 REGRESSION_EXIT = 3
+T = TypeVar("T")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -55,43 +60,19 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from edgebert.runtime.session import available_cpus
+    from .harness import Progress, run_benchmark
 
-    from .harness import BenchConfig, Progress, run_benchmark
-    from .plots import write_plots
-
-    quick = bool(args.quick)
-    cpus = available_cpus()
-    threads = args.threads or ((1,) if quick else tuple(sorted({1, cpus})))
-    default_shapes = QUICK_SHAPES if quick else DEFAULT_SHAPES
-    shapes = tuple(s.strip() for s in args.shapes.split(",")) if args.shapes else default_shapes
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
-    rounds = args.rounds or (3 if quick else 10)
-    cfg = BenchConfig(
-        variants=variants, threads=threads, shapes=shapes, rounds=rounds,
-        max_rounds=args.max_rounds or max(rounds, 5 if quick else 60),
-        budget_s=args.budget if args.budget is not None else (0.5 if quick else 8.0),
-        warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
-        corpus_size=args.corpus_size or (100 if quick else 1000),
-        accuracy_texts=50 if quick else 200,
-        cold_runs=args.cold_runs if args.cold_runs is not None else (1 if quick else 3),
-        gemm_peak=not args.no_gemm_peak, work=args.work,
-    )
+    cfg = _config(args)
     if not 0 <= args.threshold < 10:
         raise BenchmarkError(f"--threshold {args.threshold}: give a fraction such as 0.10 (10%).")
     old = report.load_json(args.compare) if args.compare else None  # fail early on a bad file
-    progress = Progress(1, enabled=not args.no_progress)
-    results = run_benchmark(args.bundle, cfg, progress)
+    out = _output_dir(args.out)
+    results = run_benchmark(args.bundle, cfg, Progress(1, enabled=not args.no_progress))
     command = "edgebert bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
     results["command"] = command
-    out = Path(args.out)
-    stem = args.name or _stem(args.bundle, threads)
-    plots = write_plots(results, out, stem)
-    json_path = report.write_json(results, out / f"{stem}.json")
-    md_path = out / f"{stem}.md"
-    md_path.write_text(report.render_markdown(results, command, [str(p) for p in plots]), encoding="utf-8")
+    written = _write(results, out, args.name or _stem(args.bundle, cfg.threads), command)
     print(report.render_text(results))
-    print(f"\nwrote {json_path}, {md_path}, " + ", ".join(str(p) for p in plots))
+    print("\nwrote " + ", ".join(str(p) for p in written))
     if old is not None:
         rows = report.compare(results, old, args.threshold)
         print(report.format_comparison(rows, args.threshold))
@@ -99,6 +80,61 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"edgebert bench: regression beyond {args.threshold:.0%} against {args.compare}", file=sys.stderr)
             return REGRESSION_EXIT
     return 0
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    """The run's configuration: the options given, else the defaults (fewer and shorter with --quick)."""
+    from edgebert.runtime.cpus import available_cpus
+
+    from .harness import BenchConfig
+
+    quick = bool(args.quick)
+    threads = args.threads or ((1,) if quick else tuple(sorted({1, available_cpus()})))
+    shapes = tuple(s.strip() for s in args.shapes.split(",")) if args.shapes else (
+        QUICK_SHAPES if quick else DEFAULT_SHAPES)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
+    rounds = _given(args.rounds, 3 if quick else 10)
+    return BenchConfig(
+        variants=variants, threads=threads, shapes=shapes, rounds=rounds,
+        max_rounds=_given(args.max_rounds, max(rounds, 5 if quick else 60)),
+        budget_s=_given(args.budget, 0.5 if quick else 8.0),
+        warmup=_given(args.warmup, 1 if quick else 2),
+        corpus_size=_given(args.corpus_size, 100 if quick else 1000),
+        accuracy_texts=50 if quick else 200,
+        cold_runs=_given(args.cold_runs, 1 if quick else 3),
+        gemm_peak=not args.no_gemm_peak, work=args.work,
+    )
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _output_dir(path: str) -> Path:
+    """``--out``, created now: an unwritable directory fails before minutes of measuring, not after."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edgebert-bench-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise BenchmarkError(f"--out {path}: cannot write there ({e}); give a writable directory.") from e
+    return out
+
+
+def _write(results: dict[str, Any], out: Path, stem: str, command: str | None) -> list[Path]:
+    """The plots, the JSON and the Markdown report; a write error is a BenchmarkError naming the file."""
+    from .plots import write_plots
+
+    try:
+        plots = write_plots(results, out, stem)
+        json_path = report.write_json(results, out / f"{stem}.json")
+        md_path = out / f"{stem}.md"
+        md_path.write_text(report.render_markdown(results, command, [str(p) for p in plots]), encoding="utf-8")
+    except OSError as e:
+        raise BenchmarkError(f"--out {out}: cannot write the results ({e}).") from e
+    return [json_path, md_path, *plots]
 
 
 def _stem(bundle: str, threads: tuple[int, ...]) -> str:

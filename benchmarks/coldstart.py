@@ -52,7 +52,10 @@ def measure(bundle: Path, work: Path, variant: str, threads: int, text: str, tim
     if proc.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-3:]
         raise BenchmarkError(f"cold-start run of {variant} failed (exit {proc.returncode}): {' | '.join(tail)}")
-    record = json.loads(out.decode().strip().splitlines()[-1])
+    try:
+        record = json.loads(out.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError) as e:
+        raise BenchmarkError(f"cold-start run of {variant} printed no result record ({e}).") from e
     return {
         "cold_start_s": round(float(record["first_result_at"]) - t0, 3),
         "import_load_s": round(float(record["loaded_at"]) - t0, 3),
@@ -79,22 +82,23 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--text", required=True)
     a = p.parse_args(argv)
-    from .variants import BenchContext, select_variants
+    from .context import BenchContext
+    from .variants import select_variants
 
     ctx = BenchContext.open(a.bundle, a.work)
     spec = select_variants([a.variant])[0]
     runner = spec.open(ctx, spec.build(ctx), a.threads)
     loaded = time.time()
     runner.activate()
-    if runner.has_e2e:
-        runner.e2e([a.text])
+    runner.e2e([a.text])
     first = time.time()
+    from edgebert.runtime.manifest import TOKENIZER_FILE
     from edgebert.runtime.tokenize import load_tokenizer
 
     from .workloads import Shape, shape_inputs
 
     seq = min(RSS_SEQ, ctx.manifest.max_length)
-    inputs = shape_inputs(Shape(1, seq), load_tokenizer(ctx.bundle / "tokenizer.json"), ctx.manifest.inputs, [a.text])
+    inputs = shape_inputs(Shape(1, seq), load_tokenizer(ctx.bundle / TOKENIZER_FILE), ctx.manifest.inputs, [a.text])
     prepared = runner.prepare(inputs.feeds)
     for _ in range(3):
         runner.run(prepared)

@@ -16,6 +16,7 @@ Everything lives under ``${EDGEBERT_CACHE:-~/.cache/edgebert}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -24,12 +25,13 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edgebert.errors import DataError
-from edgebert.runtime.bundle import sha256_file
+from edgebert.runtime.writer import sha256_file
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -78,12 +80,23 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+@contextlib.contextmanager
+def _io(what: str) -> Iterator[None]:
+    """File-system and archive failures while preparing data are DataErrors that say what was being done."""
+    try:
+        yield
+    except (OSError, tarfile.TarError) as e:
+        raise DataError(f"{what}: {type(e).__name__}: {e}. Check the cache directory ({cache_dir()}) "
+                        "or set EDGEBERT_CACHE to a writable one.") from e
+
+
 def download_sdist(cache: Path | None = None) -> Path:
     """The vaderSentiment 3.3.2 sdist in the cache (downloaded with pip once, checked by sha256)."""
     dest = (cache or cache_dir()) / "downloads"
     path = dest / SDIST
     if not path.is_file():
-        dest.mkdir(parents=True, exist_ok=True)
+        with _io(f"creating {dest}"):
+            dest.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "vadersentiment==3.3.2", "-d", str(dest), "--quiet"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -103,30 +116,51 @@ def snippets_file(cache: Path | None = None) -> Path:
     if out.is_file():
         return out
     sdist = download_sdist(root)
-    with tarfile.open(sdist, "r:gz") as outer:
-        inner_fh = outer.extractfile(INNER_TAR)
-        if inner_fh is None:
-            raise DataError(f"{sdist}: {INNER_TAR} is missing.")
-        with tarfile.open(fileobj=io.BytesIO(inner_fh.read()), mode="r:gz") as inner:
-            member = inner.extractfile(SNIPPETS_MEMBER)
-            if member is None:
-                raise DataError(f"{sdist}: {SNIPPETS_MEMBER} is missing.")
-            raw = member.read().decode("utf-8")
+    with _io(f"extracting {sdist}"):
+        raw = _extract_snippets(sdist)
     lines = [line.strip("\r") for line in raw.split("\n") if line.strip()]
     if len(lines) != SNIPPETS_COUNT:
         raise DataError(f"{sdist}: expected {SNIPPETS_COUNT} snippets, found {len(lines)}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    with _io(f"writing {out}"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
     return out
 
 
+def _extract_snippets(sdist: Path) -> str:
+    with tarfile.open(sdist, "r:gz") as outer:
+        inner_fh = _member(outer, INNER_TAR, sdist)
+        with tarfile.open(fileobj=io.BytesIO(inner_fh.read()), mode="r:gz") as inner:
+            raw = _member(inner, SNIPPETS_MEMBER, sdist).read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{sdist}: {SNIPPETS_MEMBER} is not UTF-8 ({e}).") from e
+
+
+def _member(archive: tarfile.TarFile, name: str, sdist: Path) -> IO[bytes]:
+    try:
+        fh = archive.extractfile(name)
+    except KeyError:
+        fh = None
+    if fh is None:
+        raise DataError(f"{sdist}: {name} is missing.")
+    return fh
+
+
 def load_snippets(cache: Path | None = None) -> list[Snippet]:
+    path = snippets_file(cache)
+    with _io(f"reading {path}"):
+        lines = path.read_text(encoding="utf-8").splitlines()
     out = []
-    for line in snippets_file(cache).read_text(encoding="utf-8").splitlines():
-        sid, score, text = line.split("\t", 2)
-        out.append(Snippet(int(sid), float(score), " ".join(text.split())))
+    for n, line in enumerate(lines, 1):
+        try:
+            sid, score, text = line.split("\t", 2)
+            out.append(Snippet(int(sid), float(score), " ".join(text.split())))
+        except ValueError:
+            raise DataError(f"{path}:{n}: not id<TAB>score<TAB>text; delete the file to extract it again.") from None
     return out
 
 
@@ -168,15 +202,16 @@ def write_split_files(cache: Path | None = None) -> dict[str, Path]:
         "train": (root / "train.tsv", [f"{label}\t{text}" for label, text in labelled(parts["train"])]),
         "bench": (root / "bench.txt", [s.text for s in parts["bench"]]),
     }
-    root.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (path, lines) in files.items():
-        content = "\n".join(lines) + "\n"
-        if not path.is_file() or path.read_text(encoding="utf-8") != content:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(content, encoding="utf-8")
-            os.replace(tmp, path)
-        paths[name] = path
+    with _io(f"writing the split files under {root}"):
+        root.mkdir(parents=True, exist_ok=True)
+        for name, (path, lines) in files.items():
+            content = "\n".join(lines) + "\n"
+            if not path.is_file() or path.read_text(encoding="utf-8") != content:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(content, encoding="utf-8")
+                os.replace(tmp, path)
+            paths[name] = path
     return paths
 
 

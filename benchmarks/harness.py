@@ -13,17 +13,23 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgebert.errors import BenchmarkError
+from edgebert.runtime.manifest import TOKENIZER_FILE
+from edgebert.runtime.timing import interleave, stats
+from edgebert.runtime.tokenize import load_tokenizer
 
 from . import coldstart, machine
-from .variants import BenchContext, Runner, VariantSpec, select_variants, summarize
+from .accuracy import accuracy, accuracy_rows
+from .context import BenchContext
+from .runners import Runner
+from .variants import VariantSpec, select_variants
 from .workloads import (
     CORPUS_SIZE,
     DEFAULT_SHAPES,
@@ -116,102 +122,37 @@ class Progress:
         self._clear()
 
 
-def interleave(calls: dict[str, Callable[[], object]], activate: dict[str, Callable[[], None]], *, rounds: int,
-               max_rounds: int, budget_s: float, warmup: int,
-               tick: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Time every call once per round, rotating the order each round; milliseconds per call.
-
-    Runs at least ``rounds`` rounds, then more (up to ``max_rounds``) while under ``budget_s`` seconds.
-    """
-    names = list(calls)
-    for _ in range(warmup):
-        for n in names:
-            activate[n]()
-            calls[n]()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    start = time.perf_counter()
-    try:
-        r = 0
-        while r < rounds or (r < max_rounds and time.perf_counter() - start < budget_s):
-            k = r % len(names)
-            for n in names[k:] + names[:k]:
-                activate[n]()
-                t = time.perf_counter_ns()
-                calls[n]()
-                times[n].append((time.perf_counter_ns() - t) / 1e6)
-            r += 1
-            if tick:
-                tick(r)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return times
-
-
-def _tick(prog: Progress, label: str, r: int) -> None:
-    prog.update(f"{label} round {r}")
-
-
-def stats(times_ms: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(times_ms, dtype=np.float64)
-    return {
-        "p50_ms": float(np.median(a)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "mean_ms": float(a.mean()),
-        "min_ms": float(a.min()),
-    }
-
-
-# ---------------------------------------------------------------------------------------- accuracy
-def accuracy(task: str, outputs: dict[str, np.ndarray], reference: str | None,
-             labels: Sequence[str | None] | None = None,
-             label_names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Per variant: cosine to the reference (embeddings, hidden states) or label agreement (classifiers)."""
-    out: dict[str, dict[str, Any]] = {}
-    ref = outputs.get(reference) if reference else None
-    for name, rows in outputs.items():
-        rec: dict[str, Any] = {"reference": reference, "texts": int(rows.shape[0])}
-        if task == "sequence-classification":
-            pred = rows.argmax(axis=1)
-            if ref is not None:
-                rec["agreement"] = float((pred == ref.argmax(axis=1)).mean())
-            if labels is not None and label_names and len(labels) == len(pred):
-                gold = [(i, g) for i, g in enumerate(labels) if g is not None and g in label_names]
-                if gold:
-                    hits = [label_names[int(pred[i])] == g for i, g in gold]
-                    rec["accuracy"] = float(np.mean(hits))
-                    rec["labelled_texts"] = len(gold)
-        elif ref is not None and rows.shape != ref.shape:
-            rec["error"] = f"output shape {rows.shape} differs from the reference's {ref.shape}"
-        elif ref is not None:
-            num = (rows * ref).sum(axis=1)
-            den = np.linalg.norm(rows, axis=1) * np.linalg.norm(ref, axis=1)
-            cos = num / np.maximum(den, 1e-12)
-            rec.update(cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
-        out[name] = rec
-    return out
-
-
-def _accuracy_rows(runner: Runner, ctx: BenchContext, batches: list[tuple[list[int], dict[str, np.ndarray]]],
-                   n: int) -> np.ndarray:
-    runner.activate()
-    rows: list[np.ndarray] = [np.empty(0)] * n
-    for idx, feeds in batches:
-        summary = summarize(ctx.task, ctx.manifest, runner.run(runner.prepare(feeds)), feeds["attention_mask"])
-        for r, i in enumerate(idx):
-            rows[i] = summary[r]
-    return np.stack(rows)
-
-
 # ---------------------------------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    """The state of one benchmark run: what is measured, what was built, what was skipped and why."""
+
+    cfg: BenchConfig
+    ctx: BenchContext
+    shapes: list[Shape]
+    specs: list[VariantSpec]
+    prog: Progress
+    notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
 def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Benchmark ``bundle`` against the configured variants; returns raw results and machine info."""
     cfg = config or BenchConfig()
-    ctx = BenchContext.open(bundle, cfg.work)
+    run = _plan(cfg, BenchContext.open(bundle, cfg.work), progress)
+    peaks_start = machine.gemm_peaks() if cfg.gemm_peak else None  # again at the end; the best of both counts
+    _build(run)
+    with warnings.catch_warnings():
+        # truncation notices from pipelines and libraries would repeat per call; the measurement is the point
+        warnings.simplefilter("ignore", UserWarning)
+        return _measure(run, peaks_start)
+
+
+def _plan(cfg: BenchConfig, ctx: BenchContext, progress: Progress | None) -> _Run:
+    """The shapes and variants to measure (those built from a missing source model are skipped, with a note)."""
     shapes = parse_shapes(cfg.shapes, ctx.manifest.max_length)
     specs = select_variants(cfg.variants)
     notes: list[str] = []
@@ -219,8 +160,7 @@ def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = N
     if ctx.source is None:
         dropped = [s.name for s in specs if s.needs_source]
         if dropped:
-            msg = f"{ctx.source_missing_reason}: skipping {', '.join(dropped)} (they are built from it)"
-            notes.append(msg)
+            notes.append(f"{ctx.source_missing_reason}: skipping {', '.join(dropped)} (they are built from it)")
             skipped.update({n: ctx.source_missing_reason for n in dropped})
         specs = [s for s in specs if not s.needs_source]
     if not specs:
@@ -231,125 +171,148 @@ def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = N
     prog.total = total
     for n in notes:
         prog.note(n)
+    return _Run(cfg, ctx, shapes, specs, prog, notes, skipped)
 
-    peaks_start = machine.gemm_peaks() if cfg.gemm_peak else None  # again at the end; the best of both counts
-    artifacts: dict[str, Path] = {}
-    sizes: dict[str, int] = {}
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    for spec in specs:
-        prog.update(f"build {spec.name}")
+
+def _build(run: _Run) -> None:
+    """Build (or find in the work directory) every variant's artifact; a failed build skips that variant."""
+    try:
+        run.ctx.work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchmarkError(f"cannot create the work directory {run.ctx.work} ({e}); give another --work.") from e
+    for spec in run.specs:
+        run.prog.update(f"build {spec.name}")
         try:
-            artifacts[spec.name] = spec.build(ctx)
-            sizes[spec.name] = spec.size(ctx, artifacts[spec.name])
+            run.artifacts[spec.name] = spec.build(run.ctx)
+            run.sizes[spec.name] = spec.size(run.ctx, run.artifacts[spec.name])
         except Exception as e:
-            skipped[spec.name] = f"build failed: {type(e).__name__}: {str(e).strip()[:300]}"
-            prog.note(f"skipping {spec.name}: {skipped[spec.name]}")
-            if os.environ.get("EDGEBERT_BENCH_DEBUG"):
-                traceback.print_exc()
-        prog.update(f"built {spec.name}", 1)
-    specs = [s for s in specs if s.name in artifacts]
-
-    with warnings.catch_warnings():
-        # truncation notices from pipelines and libraries would repeat per call; the measurement is the point
-        warnings.simplefilter("ignore", UserWarning)
-        return _measure(cfg, ctx, specs, shapes, artifacts, sizes, skipped, notes, prog, peaks_start)
+            _skip(run, spec.name, f"build failed: {type(e).__name__}: {str(e).strip()[:300]}")
+        run.prog.update(f"built {spec.name}", 1)
+    run.specs = [s for s in run.specs if s.name in run.artifacts]
 
 
-def _measure(cfg: BenchConfig, ctx: BenchContext, specs: list[VariantSpec], shapes: list[Shape],
-             artifacts: dict[str, Path], sizes: dict[str, int], skipped: dict[str, str], notes: list[str],
-             prog: Progress, peaks_start: dict[str, Any] | None) -> dict[str, Any]:
-    from edgebert.runtime.tokenize import load_tokenizer
+def _skip(run: _Run, name: str, why: str) -> None:
+    run.skipped[name] = why
+    run.prog.note(f"skipping {name}: {why}")
+    if os.environ.get("EDGEBERT_BENCH_DEBUG"):
+        traceback.print_exc()
 
-    tokenizer = load_tokenizer(ctx.bundle / "tokenizer.json")
+
+def _measure(run: _Run, peaks_start: dict[str, Any] | None) -> dict[str, Any]:
+    cfg, ctx = run.cfg, run.ctx
+    tokenizer = load_tokenizer(ctx.bundle / TOKENIZER_FILE)
     corpus, labels, corpus_source = load_corpus(cfg.corpus_size)
-    pad_id = int(ctx.manifest.tokenizer.get("pad_id", 0) or 0)
     rows: list[dict[str, Any]] = []
     acc_outputs: dict[str, np.ndarray] = {}
     for threads in cfg.threads:
-        runners: dict[str, Runner] = {}
-        for spec in specs:
-            try:
-                runners[spec.name] = spec.open(ctx, artifacts[spec.name], threads)
-            except Exception as e:
-                skipped[spec.name] = f"cannot open: {type(e).__name__}: {str(e).strip()[:300]}"
-                prog.note(f"skipping {spec.name}: {skipped[spec.name]}")
-        for shape in shapes:
-            inputs = None if shape.is_corpus else shape_inputs(shape, tokenizer, ctx.manifest.inputs, corpus, pad_id)
-            for mode in shape.modes():
-                label = f"{threads} thread(s) {shape.label} {mode}"
-                calls: dict[str, Callable[[], object]] = {}
-                for name, r in runners.items():
-                    if mode == MODEL_ONLY and inputs is not None:
-                        prepared = r.prepare(inputs.feeds)
-                        calls[name] = functools.partial(r.run, prepared)
-                    elif mode == END_TO_END and r.has_e2e:
-                        texts = corpus if shape.is_corpus else inputs.texts if inputs else []
-                        calls[name] = functools.partial(r.e2e, texts)
-                if not calls:
-                    prog.update(label, 1)
-                    continue
-                slow = shape.is_corpus
-                times = interleave(
-                    calls, {n: runners[n].activate for n in calls},
-                    rounds=max(2, cfg.rounds // 3) if slow else cfg.rounds,
-                    max_rounds=max(2, cfg.rounds // 3) if slow else cfg.max_rounds,
-                    budget_s=cfg.budget_s, warmup=1 if slow else cfg.warmup,
-                    tick=functools.partial(_tick, prog, label),
-                )
-                for name, ts in times.items():
-                    rows.append({
-                        "variant": name, "threads": threads, "shape": shape.label, "batch": shape.batch,
-                        "seq": shape.seq, "mode": mode, "rounds": len(ts), **stats(ts), "times_ms": ts,
-                    })
-                prog.update(label, 1)
+        runners = _open_runners(run, threads)
+        for shape in run.shapes:
+            rows += _time_shape(run, runners, threads, shape, tokenizer, corpus)
         if threads == max(cfg.threads) and cfg.accuracy_texts:
             texts = corpus[: cfg.accuracy_texts]
-            batches = corpus_batches(texts, tokenizer, ctx.manifest.inputs, ctx.manifest.max_length, pad_id=pad_id)
-            for name, r in runners.items():
-                acc_outputs[name] = _accuracy_rows(r, ctx, batches, len(texts))
+            batches = corpus_batches(texts, tokenizer, ctx.manifest.inputs, ctx.manifest.max_length, pad_id=_pad(ctx))
+            acc_outputs = {name: accuracy_rows(r, ctx, batches, len(texts)) for name, r in runners.items()}
         runners.clear()
         gc.collect()
-    prog.update("accuracy", 1)
-
+    run.prog.update("accuracy", 1)
     reference = REFERENCE if REFERENCE in acc_outputs else ("edgebert-fp32" if "edgebert-fp32" in acc_outputs else None)
     acc = accuracy(ctx.task, acc_outputs, reference, labels[: cfg.accuracy_texts] if labels else None,
                    ctx.manifest.labels)
-
-    cold: dict[str, dict[str, Any]] = {}
-    if cfg.cold_runs:
-        for spec in specs:
-            prog.update(f"cold start {spec.name}")
-            runs = []
-            try:
-                for _ in range(cfg.cold_runs):
-                    runs.append(coldstart.measure(ctx.bundle, ctx.work, spec.name, min(cfg.threads), corpus[0]))
-                cold[spec.name] = {
-                    "cold_start_s": float(np.median([r["cold_start_s"] for r in runs])),
-                    "import_load_s": float(np.median([r["import_load_s"] for r in runs])),
-                    "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs])),
-                    "runs": runs, "threads": min(cfg.threads),
-                }
-            except BenchmarkError as e:
-                cold[spec.name] = {"error": str(e)}
-                prog.note(str(e))
-            prog.update(f"cold start {spec.name}", 1)
-
+    cold = _cold_starts(run, corpus[0]) if cfg.cold_runs else {}
     peaks = None
     if cfg.gemm_peak:
-        prog.update("GEMM peaks")
+        run.prog.update("GEMM peaks")
         peaks = machine.best_peaks(peaks_start, machine.gemm_peaks())
-        prog.update("GEMM peaks", 1)
-    prog.close()
+        run.prog.update("GEMM peaks", 1)
+    run.prog.close()
+    return _assemble(run, rows, acc, cold, peaks, {"source": corpus_source, "size": len(corpus),
+                                                   "labels": labels is not None})
 
+
+def _pad(ctx: BenchContext) -> int:
+    return int(ctx.manifest.tokenizer.get("pad_id", 0) or 0)
+
+
+def _open_runners(run: _Run, threads: int) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {}
+    for spec in run.specs:
+        try:
+            runners[spec.name] = spec.open(run.ctx, run.artifacts[spec.name], threads)
+        except Exception as e:
+            _skip(run, spec.name, f"cannot open: {type(e).__name__}: {str(e).strip()[:300]}")
+    return runners
+
+
+def _time_shape(run: _Run, runners: dict[str, Runner], threads: int, shape: Shape, tokenizer: Any,
+                corpus: list[str]) -> list[dict[str, Any]]:
+    """Every runner at one shape, each of its modes timed with the runners interleaved: one row per runner."""
+    ctx, cfg = run.ctx, run.cfg
+    inputs = None if shape.is_corpus else shape_inputs(shape, tokenizer, ctx.manifest.inputs, corpus, _pad(ctx))
+    texts = corpus if inputs is None else inputs.texts
+    rows: list[dict[str, Any]] = []
+    for mode in shape.modes():
+        label = f"{threads} thread(s) {shape.label} {mode}"
+        calls: dict[str, Callable[[], object]] = {}
+        for name, r in runners.items():
+            if mode == MODEL_ONLY and inputs is not None:
+                calls[name] = functools.partial(r.run, r.prepare(inputs.feeds))
+            elif mode == END_TO_END:
+                calls[name] = functools.partial(r.e2e, texts)
+        if calls:
+            slow = shape.is_corpus
+            rounds = max(2, cfg.rounds // 3) if slow else cfg.rounds
+            times = interleave(
+                calls, rounds=rounds, max_rounds=rounds if slow else cfg.max_rounds, budget_s=cfg.budget_s,
+                warmup=1 if slow else cfg.warmup, activate={n: runners[n].activate for n in calls},
+                tick=functools.partial(_tick, run.prog, label),
+            )
+            rows += [{"variant": name, "threads": threads, "shape": shape.label, "batch": shape.batch,
+                      "seq": shape.seq, "mode": mode, "rounds": len(ts), **stats(ts), "times_ms": ts}
+                     for name, ts in times.items()]
+        run.prog.update(label, 1)
+    return rows
+
+
+def _tick(prog: Progress, label: str, r: int) -> None:
+    prog.update(f"{label} round {r}")
+
+
+def _cold_starts(run: _Run, text: str) -> dict[str, dict[str, Any]]:
+    """Cold start and peak RSS of every variant, each in ``cold_runs`` fresh processes (medians)."""
+    cold: dict[str, dict[str, Any]] = {}
+    threads = min(run.cfg.threads)
+    for spec in run.specs:
+        run.prog.update(f"cold start {spec.name}")
+        try:
+            runs = [coldstart.measure(run.ctx.bundle, run.ctx.work, spec.name, threads, text)
+                    for _ in range(run.cfg.cold_runs)]
+            cold[spec.name] = {
+                "cold_start_s": float(np.median([r["cold_start_s"] for r in runs])),
+                "import_load_s": float(np.median([r["import_load_s"] for r in runs])),
+                "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs])),
+                "runs": runs, "threads": threads,
+            }
+        except BenchmarkError as e:
+            cold[spec.name] = {"error": str(e)}
+            run.prog.note(str(e))
+        run.prog.update(f"cold start {spec.name}", 1)
+    return cold
+
+
+def _assemble(run: _Run, rows: list[dict[str, Any]], acc: dict[str, dict[str, Any]],
+              cold: dict[str, dict[str, Any]], peaks: dict[str, Any] | None, corpus: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-ready results (schema ``edgebert-bench/1``), with the derived columns filled in."""
+    ctx, cfg = run.ctx, run.cfg
     dims = machine.model_dims(ctx.source)
-    variants = {}
-    for spec in specs:
-        variants[spec.name] = {
+    variants = {
+        spec.name: {
             "family": spec.family, "precision": spec.precision, "description": spec.description,
-            "artifact": str(artifacts[spec.name]), "size_mb": round(sizes[spec.name] / 1e6, 2),
+            "artifact": str(run.artifacts[spec.name]), "size_mb": round(run.sizes[spec.name] / 1e6, 2),
             "accuracy": acc.get(spec.name), **cold.get(spec.name, {}),
         }
-    _derive(rows, variants, dims, peaks, len(corpus))
+        for spec in run.specs
+    }
+    derive_columns(rows, variants, dims, peaks, corpus["size"])
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -357,18 +320,18 @@ def _measure(cfg: BenchConfig, ctx: BenchContext, specs: list[VariantSpec], shap
         "model": {"task": ctx.task, "architecture": ctx.manifest.architecture, "precision": ctx.manifest.precision,
                   "max_length": ctx.manifest.max_length, "source": str(ctx.source) if ctx.source else None,
                   "dims": dims, "name_or_path": (ctx.manifest.source or {}).get("name_or_path")},
-        "config": {**asdict(cfg), "shapes": [s.label for s in shapes]},
-        "corpus": {"source": corpus_source, "size": len(corpus), "labels": labels is not None},
+        "config": {**asdict(cfg), "shapes": [s.label for s in run.shapes]},
+        "corpus": corpus,
         "machine": {**machine.machine_info(), "gemm_peak": peaks},
         "reference": REFERENCE if any(r["variant"] == REFERENCE for r in rows) else None,
         "variants": variants,
-        "skipped": skipped,
-        "notes": notes,
+        "skipped": run.skipped,
+        "notes": run.notes,
         "results": rows,
     }
 
 
-def _derive(rows: list[dict[str, Any]], variants: dict[str, dict[str, Any]], dims: dict[str, int] | None,
+def derive_columns(rows: list[dict[str, Any]], variants: dict[str, dict[str, Any]], dims: dict[str, int] | None,
             peaks: dict[str, Any] | None, corpus_size: int) -> None:
     """Speed-up vs PyTorch fp32 (same shape, mode, threads), items/s, and % of the GEMM peak."""
     ref = {(r["shape"], r["mode"], r["threads"]): r["p50_ms"] for r in rows if r["variant"] == REFERENCE}
@@ -395,4 +358,4 @@ def shape_of(label: str) -> Shape:
     return Shape(int(b), int(s))
 
 
-__all__ = ["BenchConfig", "Progress", "interleave", "run_benchmark", "shape_of", "stats"]
+__all__ = ["REFERENCE", "SCHEMA", "BenchConfig", "Progress", "derive_columns", "run_benchmark", "shape_of"]

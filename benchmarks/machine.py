@@ -21,7 +21,7 @@ PACKAGES = ("edgebert", "numpy", "onnx", "onnxruntime", "tokenizers", "torch", "
 
 def machine_info() -> dict[str, Any]:
     """CPU model, ISA flags, cores, memory, OS, load average and package versions."""
-    from edgebert.runtime.session import available_cpus
+    from edgebert.runtime.cpus import available_cpus
 
     cpu_model: str = platform.processor() or platform.machine()
     flags: set[str] = set()
@@ -80,9 +80,9 @@ def _best_rate(fn: Any, ops: float, reps: int) -> float:
 
 
 def _ort_matmul(kind: str, n: int) -> Any:
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from edgebert.runtime.engines import open_engine
 
     if kind == "fp32":
         a_t, out_t = TensorProto.FLOAT, TensorProto.FLOAT
@@ -96,18 +96,14 @@ def _ort_matmul(kind: str, n: int) -> Any:
                               [helper.make_tensor_value_info("C", out_t, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    engine = open_engine(model.SerializeToString(), threads=1)
     rng = np.random.default_rng(0)
     feeds: dict[str, np.ndarray]
     if kind == "fp32":
         feeds = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
     else:
         feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8), "B": rng.integers(-127, 127, (n, n), dtype=np.int8)}
-    del onnx
-    return lambda: sess.run(None, feeds)
+    return lambda: engine.run(feeds)
 
 
 def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:

@@ -7,6 +7,7 @@ the bundle's own tokenizer, so every variant sees the same token ids.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgebert.errors import BenchmarkError
+from edgebert.runtime.batching import BatchLimits, plan_batches
 
 MODEL_ONLY = "model"
 END_TO_END = "e2e"
@@ -211,10 +213,8 @@ def corpus_batches(texts: Sequence[str], tokenizer: Any, input_names: Sequence[s
     """Length-sorted, padded batches of the corpus (truncated to ``max_length``): (indices, feeds)."""
     encs = tokenizer.encode_batch(list(texts))
     lengths = [min(len(e.ids), max_length) for e in encs]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in plan_batches(lengths, BatchLimits(max_batch_size=batch_size, max_batch_tokens=sys.maxsize)):
         width = max(lengths[i] for i in idx)
         ids = np.full((len(idx), width), pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)

@@ -1,16 +1,20 @@
-"""edgebert: BERT-family models on the CPU with ONNX Runtime.
+"""edgebert: BERT-family models on the CPU.
 
 Public API (imported lazily, so ``import edgebert`` stays light)::
 
-    edgebert.load(bundle, threads=None, ...)        -> a task pipeline (runtime; no torch)
-    edgebert.export_model(model_dir, out_dir, ...)  -> export a Hugging Face folder (needs [export])
-    edgebert.quantize_model(bundle, out_dir, ...)   -> int8 bundle (needs [quantize])
+    edgebert.load(bundle, engine="onnxruntime", threads=None, ...)  -> a task pipeline (runtime; no torch)
+    edgebert.export_model(model_dir, out_dir, ...)                  -> export a Hugging Face folder ([export])
+    edgebert.quantize_model(bundle, out_dir, ...)                   -> int8 bundle ([quantize])
+    edgebert.TASKS                                                  -> the task registry
+
+Every error edgebert raises on purpose is an :class:`EdgebertError`; every warning an
+:class:`EdgebertWarning` (the tree is drawn in ``edgebert/errors.py``).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
@@ -33,14 +37,15 @@ def _source_checkout_path() -> None:
 
 _source_checkout_path()
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from edgebert.export import ExportConfig, export_model
     from edgebert.quantize import QuantizationConfig, quantize_model
-    from edgebert.runtime import BatchLimits, load
+    from edgebert.runtime import TASKS, BatchLimits, load
 
 _LAZY = {
     "load": "edgebert.runtime",
     "BatchLimits": "edgebert.runtime",
+    "TASKS": "edgebert.runtime",
     "export_model": "edgebert.export",
     "ExportConfig": "edgebert.export",
     "quantize_model": "edgebert.quantize",
@@ -51,6 +56,7 @@ __all__ = [
     "__version__",
     "load",
     "BatchLimits",
+    "TASKS",
     "export_model",
     "ExportConfig",
     "quantize_model",
@@ -59,10 +65,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edgebert' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

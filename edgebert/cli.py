@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import EdgebertError
+from .errors import DependencyError, EdgebertError
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +35,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
             try:
                 module = importlib.import_module(module_name)
             except ImportError as e:
-                raise EdgebertError(
+                raise DependencyError(
                     f"`edgebert {name}` needs extra packages ({e.name} is missing). "
                     f"Install them with: pip install 'edgebert[all]' (torch==2.13.0 first, see README)."
                 ) from e

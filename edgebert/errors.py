@@ -11,14 +11,24 @@ problem and the fix. Catch ``EdgebertError`` to handle all of them::
     ├── BundleError             a bundle on disk is missing, unreadable, tampered or unsafe
     │   ├── BundleVersionError  the bundle was written by a newer edgebert format
     │   └── ChecksumError       a file's sha256 differs from the manifest
+    ├── EngineError             the inference engine could not load or run a graph
+    ├── DependencyError         an optional package a feature needs is not installed (names the extra)
     ├── OutputExistsError       the output path exists and ``force`` was not given
     ├── StorageError            writing to disk failed (disk full, permissions)
     ├── InputError              bad input to a pipeline (type, pair to a single-text model, ...)
-    │   └── LimitError          a per-call resource limit was hit (tokens, batch size, text length)
+    │   ├── LimitError          a per-call resource limit was hit (tokens, batch size, text length)
+    │   └── ConfigError         an option or argument has an unknown name or an invalid value
     ├── LongTextError           a text is longer than the model's maximum and ``long_text="error"``
     ├── QuantizationError       quantization failed or no variant met the accuracy budget
     ├── DataError               a calibration or evaluation file is empty, malformed or unusable
-    └── BenchmarkError          a benchmark could not be set up (unknown variant, missing model)
+    ├── BenchmarkError          a benchmark could not be set up (unknown variant, missing model)
+    └── InternalError           an internal invariant failed: a bug in edgebert, please report it
+
+Warnings are :class:`EdgebertWarning` (a ``UserWarning``)::
+
+    EdgebertWarning
+    ├── TruncationWarning       texts longer than the model's maximum were cut (``long_text="truncate"``)
+    └── IsaMismatchWarning      an int8 bundle was tuned for another CPU instruction set
 """
 
 from __future__ import annotations
@@ -28,10 +38,16 @@ __all__ = [
     "BundleError",
     "BundleVersionError",
     "ChecksumError",
+    "ConfigError",
     "DataError",
+    "DependencyError",
     "EdgebertError",
+    "EdgebertWarning",
+    "EngineError",
     "ExportError",
     "InputError",
+    "InternalError",
+    "IsaMismatchWarning",
     "LimitError",
     "LongTextError",
     "ModelSourceError",
@@ -39,6 +55,7 @@ __all__ = [
     "ParityError",
     "QuantizationError",
     "StorageError",
+    "TruncationWarning",
     "UnsupportedModelError",
 ]
 
@@ -79,6 +96,14 @@ class ChecksumError(BundleError):
     """A bundle file does not match the sha256 recorded in its manifest."""
 
 
+class EngineError(EdgebertError):
+    """The inference engine (ONNX Runtime, ...) could not load or run a graph."""
+
+
+class DependencyError(EdgebertError):
+    """An optional package that a feature needs is not installed; the message names the extra to install."""
+
+
 class OutputExistsError(EdgebertError):
     """The output path exists and overwriting was not allowed."""
 
@@ -95,6 +120,10 @@ class LimitError(InputError):
     """A per-call resource limit was exceeded."""
 
 
+class ConfigError(InputError):
+    """An option or argument has an unknown name or an invalid value; the message lists the valid ones."""
+
+
 class LongTextError(EdgebertError):
     """A text exceeds the model's maximum length under ``long_text="error"``."""
 
@@ -109,3 +138,19 @@ class DataError(EdgebertError):
 
 class BenchmarkError(EdgebertError):
     """A benchmark could not be set up."""
+
+
+class InternalError(EdgebertError):
+    """An internal invariant failed (a bug in edgebert); the message says what to report and a workaround."""
+
+
+class EdgebertWarning(UserWarning):
+    """Base class of every warning edgebert emits."""
+
+
+class TruncationWarning(EdgebertWarning):
+    """Texts longer than the model's maximum were truncated (``long_text="truncate"``)."""
+
+
+class IsaMismatchWarning(EdgebertWarning):
+    """An int8 bundle was tuned for another CPU instruction set than the one it runs on."""

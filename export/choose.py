@@ -9,14 +9,14 @@ are within noise of each other (measured on MiniLM: fused 0.7x at 1x8, 1.15x at 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from edgebert.runtime.session import create_session, run_session
+from edgebert.runtime import timing
+from edgebert.runtime.engines import Engine
 
 TIMING_SHAPES: tuple[tuple[int, int], ...] = ((1, 8), (1, 128), (32, 16))
 FUSED_MARGIN = 0.05
@@ -35,42 +35,28 @@ def shape_feeds(long_feeds: dict[str, np.ndarray], batch: int, seq: int) -> dict
     return out
 
 
-def time_graphs(
-    graphs: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int, sessions: dict[str, Any] | None = None
-) -> dict[str, float]:
-    """Median milliseconds per graph, ``rounds`` interleaved rounds (alternating order) after a warm-up."""
-    sessions = sessions or {name: create_session(path, threads=1) for name, path in graphs.items()}
-    start = time.perf_counter()
-    for s in sessions.values():
-        run_session(s, feeds)
-    warm = (time.perf_counter() - start) / max(1, len(sessions))
-    rounds = max(MIN_ROUNDS, min(rounds, int(SECONDS_PER_SHAPE / max(warm * len(sessions), 1e-9))))
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for r in range(rounds):
-        order = list(sessions.items())
-        if r % 2:
-            order.reverse()
-        for name, s in order:
-            t = time.perf_counter()
-            run_session(s, feeds)
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) * 1000 for name, v in times.items()}
+def time_engines(engines: Mapping[str, Engine], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+    """Median milliseconds per engine: one warm-up call each, then interleaved rounds -- at least
+    ``MIN_ROUNDS``, and more up to ``rounds`` while the shape has taken less than ``SECONDS_PER_SHAPE``."""
+    calls = {name: functools.partial(engine.run, feeds) for name, engine in engines.items()}
+    times = timing.interleave(calls, rounds=MIN_ROUNDS, max_rounds=rounds, budget_s=SECONDS_PER_SHAPE, warmup=1)
+    return timing.median_ms(times)
 
 
 def choose(
-    graphs: dict[str, Path],
+    engines: Mapping[str, Engine],
     long_feeds: dict[str, np.ndarray],
     rounds: int,
     progress: Callable[[str], None],
 ) -> tuple[str, dict[str, Any]]:
-    """Pick "fused" or "none" from ``graphs`` (keys "none" and "fused"); returns the choice and a record."""
+    """Pick "fused" or "none" from ``engines`` (the two verified graphs, opened at one thread, keys "none"
+    and "fused"); returns the choice and a record."""
     max_len = int(long_feeds["input_ids"].shape[1])
     shapes = sorted({(b, min(s, max_len)) for b, s in TIMING_SHAPES})
-    sessions = {name: create_session(path, threads=1) for name, path in graphs.items()}
     latency: dict[str, dict[str, float]] = {}
     ratios: dict[str, float] = {}
     for batch, seq in shapes:
-        medians = time_graphs(graphs, shape_feeds(long_feeds, batch, seq), rounds, sessions)
+        medians = time_engines(engines, shape_feeds(long_feeds, batch, seq), rounds)
         latency[f"{batch}x{seq}"] = {k: round(v, 3) for k, v in medians.items()}
         ratios[f"{batch}x{seq}"] = medians["fused"] / medians["none"]
     geomean = float(np.exp(np.mean(np.log(list(ratios.values())))))

@@ -6,19 +6,21 @@ import argparse
 import json
 import sys
 
-from .api import ExportConfig, export_model
-from .specs import TASK_HEADS
+from edgebert.runtime.tasks import TASK_NAMES
+
+from .api import export_model
+from .config import OPTIMIZE_CHOICES, ExportConfig
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="local Hugging Face model folder (config.json, weights, tokenizer)")
     p.add_argument("output_dir", help="bundle directory to write")
-    p.add_argument("--task", default="auto", choices=["auto", *TASK_HEADS], help="task (default: auto)")
+    p.add_argument("--task", default="auto", choices=["auto", *TASK_NAMES], help="task (default: auto)")
     p.add_argument("--max-length", type=int, default=None, help="maximum tokens (default: from the model)")
     p.add_argument(
         "--optimize",
         default="auto",
-        choices=["auto", "fused", "none"],
+        choices=list(OPTIMIZE_CHOICES),
         help="graph fusion: auto keeps the fused graph only when it is clearly faster here (default)",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (default 1e-4)")

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from edgebert.errors import ExportError, ModelSourceError, StorageError, UnsupportedModelError
+from edgebert.runtime.tasks import Task, get_task
 
-from .specs import TASK_HEADS, ArchSpec
+from .specs import ArchSpec
 
 OPSET = 17
 # Graphs whose files reach this size are written as model.onnx + model.onnx.data (protobuf caps one file at
@@ -34,20 +35,18 @@ FUSED_OP_TYPES = (
 )
 
 
-def load_torch_model(path: Path, task: str, num_labels: int | None = None, attn_implementation: str = "eager") -> Any:
-    """Load the model for a task; the attention implementation decides which pattern gets traced
-    (eager: the one ORT's attention fusion recognises for most BERT-family models)."""
+def load_torch_model(path: Path, task: str, attn_implementation: str = "eager") -> Any:
+    """Load the model with the task's head; the attention implementation decides which pattern gets
+    traced (eager: the one ORT's attention fusion recognises for most BERT-family models)."""
     import transformers
 
-    auto_name, _ = TASK_HEADS[task]
-    auto = getattr(transformers, auto_name)
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
+    auto = getattr(transformers, get_task(task).head)
     try:
         with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            model, info = auto.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+            model, info = auto.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True, attn_implementation=attn_implementation
+            )
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelSourceError(
             f"{path}: cannot load the weights for task {task!r} ({type(e).__name__}: {str(e).strip()[:300]}). "
@@ -74,8 +73,8 @@ def _harmless_missing(key: str, task: str) -> bool:
     """Missing weights that cannot change the exported outputs."""
     if key.endswith("position_ids"):  # a buffer, not a weight
         return True
-    # the pooler is not part of last_hidden_state
-    return task in ("embedding", "feature-extraction") and "pooler" in key
+    # the pooler is not part of a bare encoder's outputs (last_hidden_state)
+    return get_task(task).head == "AutoModel" and "pooler" in key
 
 
 @contextlib.contextmanager
@@ -124,17 +123,17 @@ def torch_outputs(model: Any, feeds: dict[str, np.ndarray], outputs: tuple[str, 
     return {name: result[name].float().numpy() for name in outputs}
 
 
-def export_onnx(
-    model: Any, feeds: dict[str, np.ndarray], inputs: tuple[str, ...], outputs: tuple[str, ...], path: Path
-) -> float:
-    """TorchScript-based export with dynamic batch and sequence axes; returns seconds taken."""
+def export_onnx(model: Any, feeds: dict[str, np.ndarray], inputs: tuple[str, ...], task: Task, path: Path) -> float:
+    """TorchScript-based export of the task's outputs with dynamic batch and sequence axes (outputs with one
+    row per text: batch axis only); returns seconds taken."""
     import torch
 
+    outputs = task.output_names
     wrapper = make_wrapper(model, inputs, outputs)
     args = tuple(torch.from_numpy(feeds[name]) for name in inputs)
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in inputs}
     for name in outputs:
-        axes[name] = {0: "batch"} if _pooled(model) else {0: "batch", 1: "sequence"}
+        axes[name] = {0: "batch", 1: "sequence"} if task.per_token(name) else {0: "batch"}
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -163,11 +162,6 @@ def export_onnx(
     finally:
         model.eval()  # the TorchScript exporter leaves the module in training mode
     return time.perf_counter() - start
-
-
-def _pooled(model: Any) -> bool:
-    """Sequence classification heads output one row per text, not per token."""
-    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 def graph_bytes(path: Path) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from edgebert.errors import ParityError
 from edgebert.runtime.tokenize import TextEncoder, TextInput
@@ -42,31 +44,56 @@ class ParityReport:
         }
 
 
-def long_probe(encoder: TextEncoder, max_length: int) -> Any:
+def long_probe(encoder: TextEncoder, max_length: int) -> Encoding:
     """An encoding of exactly ``max_length`` tokens (special tokens included)."""
     words = LONG_FILLER * (max_length // 4 + 8)
-    tok = encoder.tokenizer
-    tok.enable_truncation(max_length)
-    try:
-        enc = tok.encode(words)
-    finally:
-        tok.no_truncation()
-    return enc
+    return encoder.encode_truncated([words], max_length)[0]
 
 
-def encode_probes(encoder: TextEncoder, items: list[TextInput], max_length: int) -> list[Any]:
+def encode_probes(encoder: TextEncoder, items: Sequence[TextInput], max_length: int) -> list[Encoding]:
     """Encode the probe texts truncated to ``max_length`` tokens (a model with short positions, or a
     small ``max_length`` override, must not see longer inputs than the bundle will ever feed it)."""
-    tok = encoder.tokenizer
-    tok.enable_truncation(max_length)
-    try:
-        return list(tok.encode_batch(list(items)))
-    finally:
-        tok.no_truncation()
+    return encoder.encode_truncated(list(items), max_length)
 
 
-def item_outputs(outputs: dict[str, np.ndarray], row: int, length: int, per_token: set[str]) -> dict[str, np.ndarray]:
-    return {k: (v[row, :length] if k in per_token else v[row]) for k, v in outputs.items()}
+def item_outputs(
+    outputs: Mapping[str, np.ndarray], row: int, length: int, per_token: Callable[[str], bool]
+) -> dict[str, np.ndarray]:
+    """One item's outputs: its row, and for per-token outputs only its ``length`` real tokens."""
+    return {k: (v[row, :length] if per_token(k) else v[row]) for k, v in outputs.items()}
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """The parity inputs: the probe texts as one padded batch, and one probe of exactly max_length tokens."""
+
+    lengths: tuple[int, ...]
+    batch_feeds: dict[str, np.ndarray]
+    long_feeds: dict[str, np.ndarray]
+    long_length: int
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths) + 1
+
+
+def make_probes(encoder: TextEncoder, max_length: int) -> ProbeSet:
+    encs = encode_probes(encoder, PROBE_TEXTS, max_length)
+    long_enc = long_probe(encoder, max_length)
+    return ProbeSet(
+        lengths=tuple(len(e.ids) for e in encs),
+        batch_feeds=encoder.feeds(encs),
+        long_feeds=encoder.feeds([long_enc]),
+        long_length=len(long_enc.ids),
+    )
+
+
+def run_probes(
+    probes: ProbeSet, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], per_token: Callable[[str], bool]
+) -> list[dict[str, np.ndarray]]:
+    """Per-item outputs (padding sliced off) of ``run`` (PyTorch or an engine) on the batch, then the long probe."""
+    rows = [(run(probes.batch_feeds), probes.lengths), (run(probes.long_feeds), (probes.long_length,))]
+    return [item_outputs(outs, i, n, per_token) for outs, lengths in rows for i, n in enumerate(lengths)]
 
 
 def compare(
@@ -92,6 +119,7 @@ def compare(
 
 
 def check(diffs: dict[str, float], atol: float, what: str) -> None:
+    """Raise :class:`ParityError` (naming ``what``) when any output differs from PyTorch by more than ``atol``."""
     bad = {k: v for k, v in diffs.items() if not v <= atol}
     if bad:
         lines = ", ".join(f"{k}: max abs diff {v:.3g}" for k, v in diffs.items())

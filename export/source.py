@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edgebert.errors import ModelSourceError, UnsupportedModelError
+from edgebert.runtime.tasks import task_for_architecture
 
-from .specs import ARCHITECTURE_SUFFIX_TASKS, arch_spec
+from .specs import arch_spec
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -130,9 +131,9 @@ def pick_task(source: SourceModel) -> tuple[str, str]:
     for arch in source.architectures:
         if arch in ENCODER_ONLY_PRETRAINING:
             return "feature-extraction", f"config.architectures = {arch}, {ENCODER_ONLY_PRETRAINING[arch]}"
-        for suffix, task in ARCHITECTURE_SUFFIX_TASKS:
-            if arch.endswith(suffix):
-                return task, f"config.architectures = {arch}"
+        task = task_for_architecture(arch)
+        if task is not None:
+            return task.name, f"config.architectures = {arch}"
     if source.architectures:
         heads = ", ".join(source.architectures)
         return "feature-extraction", f"config.architectures = {heads} has no edgebert task; exporting the encoder"

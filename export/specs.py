@@ -1,11 +1,15 @@
-"""What edgebert knows about each architecture and task: plain data, one entry per model type."""
+"""What edgebert knows about each architecture: plain data, one entry per model type.
+
+Per-task facts (model head, graph outputs, ``--task auto`` suffixes) live in the task registry,
+:mod:`edgebert.runtime.tasks`; this module only says which architectures export, and how.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from edgebert.errors import UnsupportedModelError
-from edgebert.runtime.bundle import TASKS
+from edgebert.runtime.tasks import TASK_NAMES
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,7 @@ class ArchSpec:
         ort_model_type: model type for ``onnxruntime.transformers.optimizer`` fusions, or None when
             ONNX Runtime has no fusion patterns for it (the graph is then kept as exported).
         position_offset: positions reserved before the first token (RoBERTa family: padding_idx + 1).
-        tasks: tasks the architecture supports in transformers.
+        tasks: tasks the architecture supports in transformers (names from the task registry).
         attn_implementation: transformers attention implementation to export. "eager" traces into the
             MatMul/Softmax pattern that ORT's attention fusion matches for most BERT-family models;
             DistilBERT's eager attention (masked_fill) is not matched, its "sdpa" path is.
@@ -26,7 +30,7 @@ class ArchSpec:
     name: str
     ort_model_type: str | None = "bert"
     position_offset: int = 0
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = TASK_NAMES
     attn_implementation: str = "eager"
 
 
@@ -43,26 +47,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "deberta-v2": ArchSpec("DeBERTa-v2/v3", ort_model_type=None),
 }
 
-# task -> (transformers Auto class, graph outputs)
-TASK_HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "embedding": ("AutoModel", ("last_hidden_state",)),
-    "feature-extraction": ("AutoModel", ("last_hidden_state",)),
-    "sequence-classification": ("AutoModelForSequenceClassification", ("logits",)),
-    "token-classification": ("AutoModelForTokenClassification", ("logits",)),
-    "question-answering": ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
-    "fill-mask": ("AutoModelForMaskedLM", ("logits",)),
-}
-
-# suffix of config.architectures[0] -> task, for task="auto"
-ARCHITECTURE_SUFFIX_TASKS: tuple[tuple[str, str], ...] = (
-    ("ForSequenceClassification", "sequence-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForPreTraining", "fill-mask"),
-    ("Model", "feature-extraction"),
-)
-
 
 def arch_spec(model_type: str) -> ArchSpec:
     """The spec for a ``model_type``; an unknown one lists the supported ones."""
@@ -76,8 +60,9 @@ def arch_spec(model_type: str) -> ArchSpec:
 
 
 def check_task(model_type: str, task: str) -> None:
-    if task not in TASK_HEADS:
-        raise UnsupportedModelError(f"unknown task {task!r}; choose one of: auto, {', '.join(TASK_HEADS)}.")
+    """Refuse a task the registry does not know, or one the architecture does not support (listing both)."""
+    if task not in TASK_NAMES:
+        raise UnsupportedModelError(f"unknown task {task!r}; choose one of: auto, {', '.join(TASK_NAMES)}.")
     spec = arch_spec(model_type)
     if task not in spec.tasks:
         raise UnsupportedModelError(

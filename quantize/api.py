@@ -1,69 +1,84 @@
-"""``quantize_model``: an fp32 bundle -> an int8 bundle with its accuracy evidence."""
+"""``quantize_model``: an fp32 bundle -> an int8 bundle with its accuracy evidence.
+
+The work is a row of visible stages, each a function below:
+
+1. :func:`load`      read and verify the fp32 bundle; refuse int8 input and an existing output up front
+2. :func:`texts`     calibration texts and a disjoint held-out evaluation set; the method they allow
+3. :func:`reference` fp32 outputs of the held-out items, calibration feeds, nodes kept in fp32
+4. search            the (guarded) search for the int8 variant (:mod:`edgebert.quantize.search`)
+5. :func:`measure`   int8 vs fp32 latency (interleaved) and batch-mate/padding invariance
+6. :func:`write`     probes, the manifest's quantization record, the bundle (whole or absent)
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from edgebert.errors import OutputExistsError, QuantizationError
-from edgebert.runtime.bundle import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    Manifest,
-    read_manifest,
-    resolve_member,
-    verify_checksums,
-    write_bundle,
-)
+from edgebert.errors import ConfigError, DataError, QuantizationError
+from edgebert.runtime.bundle import read_manifest, resolve_member, verify_checksums
+from edgebert.runtime.engines import Engine
+from edgebert.runtime.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
 from edgebert.runtime.probes import make_probe
-from edgebert.runtime.session import run_session
-from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
+from edgebert.runtime.tasks import get_task
+from edgebert.runtime.timing import interleave, median_ms
+from edgebert.runtime.tokenize import TextEncoder, TextInput, load_tokenizer
+from edgebert.runtime.writer import check_output, write_bundle
 
 from . import data, graph, recipe
 from .config import QuantizationConfig
-from .evaluate import EMBEDDING_TASKS, Evaluator, drop_points, eval_items, meets, summary
+from .evaluate import Evaluator, eval_items, summary
+from .search import Reference, Variant, budget, headline, open_graph, search
 
 PROBE_ATOL = 1e-2
 CALIBRATION_BATCH = 16
+TIMING_ROUNDS = 15
+Say = Callable[[str], None]
+Calibration = str | os.PathLike[str] | Sequence[str] | None
 
 
-@dataclass
-class Variant:
-    """One int8 candidate: the graph, its recipe record, its accuracy report, MatMuls kept in fp32."""
+@dataclass(frozen=True)
+class Source:
+    """Stage 1 (load): the fp32 bundle, read and verified, and where the int8 bundle goes."""
 
-    model: onnx.ModelProto
-    record: dict[str, Any]
+    path: Path
+    out: Path
+    manifest: Manifest
+    fp32: onnx.ModelProto
+    encoder: TextEncoder
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Stage 2 (texts): calibration texts, the held-out evaluation set, and the method to use."""
+
+    calibration: list[str]
+    evalset: data.TextSet
+    method: str
+    origin: str | None  # where the calibration texts came from (manifest record)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Stage 5 (measure): the chosen variant's engine, its report with padding invariance, latencies."""
+
+    engine: Engine
     report: dict[str, Any]
-    fp32_matmuls: list[str] = field(default_factory=list)
-    latency_ms: float | None = None
-
-
-def _session(model: onnx.ModelProto | str | Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
-def _progress(cfg: QuantizationConfig, start: float) -> Any:
-    def say(message: str) -> None:
-        if not cfg.quiet:
-            print(f"[edgebert {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    return say
+    int8_ms: float
+    fp32_ms: float
+    shape: str
 
 
 def quantize_model(
@@ -71,7 +86,7 @@ def quantize_model(
     out_dir: str | os.PathLike[str],
     config: QuantizationConfig | None = None,
     *,
-    calibration: str | os.PathLike[str] | Sequence[str] | None = None,
+    calibration: Calibration = None,
     eval_data: str | os.PathLike[str] | None = None,
     force: bool = False,
     **overrides: Any,
@@ -85,23 +100,45 @@ def quantize_model(
         calibration: a text file (one text per line) or a list of texts; used to calibrate static
             int8 and, when ``eval_data`` is absent, its held-out part measures accuracy.
         eval_data: held-out evaluation file: ``label<TAB>text`` lines (classifiers) or one text per line.
-        force: overwrite ``out_dir``.
+        force: overwrite ``out_dir`` (an existing bundle only).
         **overrides: :class:`QuantizationConfig` fields.
 
     Raises :class:`~edgebert.errors.BundleError` (not a bundle), :class:`QuantizationError` (already
     int8, quantizer failure, no variant meets the accuracy budget), :class:`DataError` (bad files),
-    :class:`OutputExistsError`. Nothing is written on error.
+    :class:`ConfigError` (unknown option, bad value, option that does not apply), :class:`OutputExistsError`.
+    Nothing is written on error.
     """
-    base = config or QuantizationConfig.auto()
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantizationConfig)})
-    if unknown:
-        raise QuantizationError(f"unknown quantization option(s) {unknown}; see QuantizationConfig.")
-    cfg = dataclasses.replace(base, **overrides) if overrides else base
+    cfg = configure(config, overrides)
     say = _progress(cfg, time.perf_counter())
-    src = Path(bundle)
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists. Choose another path or pass force=True (--force).")
+    source = load(bundle, out_dir, cfg, force)
+    chosen = texts(source, cfg, calibration, eval_data)
+    say(f"{source.manifest.task}: {chosen.method} int8 on {cfg.resolved_isa()}; {len(chosen.calibration)} "
+        f"calibration texts, {len(chosen.evalset.items)} held-out texts ({chosen.evalset.source})")
+    ref = reference(source, chosen, cfg)
+    methods = ["static", "dynamic"] if cfg.guarded and cfg.method == "auto" and chosen.calibration else [chosen.method]
+    best = search(ref, cfg, methods, say)
+    measured = measure(source, ref, best)
+    say("accuracy: " + summary(measured.report))
+    written = write(source, chosen, best, measured, cfg, force)
+    say(f"wrote {source.out}")
+    return written
+
+
+def configure(config: QuantizationConfig | None, overrides: dict[str, Any]) -> QuantizationConfig:
+    """``config`` (default: this CPU's preset) with ``overrides``; an unknown name is a :class:`ConfigError`."""
+    base = config or QuantizationConfig.auto()
+    known = [f.name for f in dataclasses.fields(QuantizationConfig)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown quantization option(s) {unknown}; valid options: {', '.join(known)}.")
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def load(bundle: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: QuantizationConfig,
+         force: bool) -> Source:
+    """Stage 1: refuse an existing output (unless ``force``), read and verify the fp32 bundle, refuse int8."""
+    src, out = Path(bundle), Path(out_dir)
+    check_output(out, force)
     manifest = read_manifest(src)
     if manifest.precision != "fp32" or manifest.quantization:
         raise QuantizationError(
@@ -111,240 +148,133 @@ def quantize_model(
     fp32 = graph.name_nodes(onnx.load(str(resolve_member(src, MODEL_FILE))))
     if graph.is_quantized(fp32):
         raise QuantizationError(f"{src}: the graph already holds int8 operators; quantize the fp32 bundle instead.")
-    if cfg.min_cosine is not None and manifest.task not in EMBEDDING_TASKS:
-        raise QuantizationError(
+    if cfg.min_cosine is not None and get_task(manifest.task).metric != "cosine":
+        raise ConfigError(
             f"--min-cosine applies to embedding bundles; {src} is {manifest.task}: use --max-accuracy-drop."
         )
     encoder = TextEncoder(load_tokenizer(resolve_member(src, TOKENIZER_FILE)), manifest)
-    max_length = min(cfg.max_length, manifest.max_length)
+    return Source(src, out, manifest, fp32, encoder, min(cfg.max_length, manifest.max_length))
 
-    # ---- texts: calibration and held-out evaluation never overlap
-    calib_texts: list[str] = []
+
+def texts(source: Source, cfg: QuantizationConfig, calibration: Calibration,
+          eval_data: str | os.PathLike[str] | None) -> Texts:
+    """Stage 2: calibration and held-out evaluation texts, which never overlap."""
+    calib: list[str] = []
     if calibration is not None:
-        calib_texts = (data.read_calibration(calibration) if isinstance(calibration, (str, os.PathLike))
-                       else _check_texts(calibration))
+        calib = (data.read_calibration(calibration) if isinstance(calibration, (str, os.PathLike))
+                 else data.check_texts(calibration))
     held_out: list[str] = []
-    if calib_texts:
-        if eval_data is None:
-            calib_texts, held_out = data.split_texts(calib_texts, cfg.calibration_size, cfg.seed)
-        else:
-            calib_texts = data.split_texts(calib_texts, cfg.calibration_size, cfg.seed)[0] if len(
-                calib_texts) > cfg.calibration_size else calib_texts
+    if calib and (eval_data is None or len(calib) > cfg.calibration_size):
+        calib, held_out = data.split_texts(calib, cfg.calibration_size, cfg.seed)
     if eval_data is not None:
-        evalset = data.read_eval(eval_data, manifest.labels)
+        evalset = data.read_eval(eval_data, source.manifest.labels)
     elif len(held_out) >= data.MIN_EVAL_TEXTS:
         evalset = data.TextSet(tuple(held_out), None, f"{calibration} (held-out part)")
     else:
         evalset = data.TextSet(data.BUILTIN_TEXTS, None, "builtin sentences (weak evidence: pass --eval)")
-    evalset = data.disjoint(calib_texts, evalset)
+    evalset = data.disjoint(calib, evalset)
     if len(evalset.items) < data.MIN_EVAL_TEXTS:
-        raise QuantizationError("fewer than 8 evaluation texts remain after removing calibration texts; give --eval.")
+        raise DataError(
+            f"fewer than {data.MIN_EVAL_TEXTS} evaluation texts remain after removing calibration texts; give --eval."
+        )
     evalset = data.TextSet(evalset.items[: cfg.eval_size],
                            evalset.labels[: cfg.eval_size] if evalset.labels else None, evalset.source)
-    method = cfg.method if cfg.method != "auto" else ("static" if calib_texts else "dynamic")
-    if method == "static" and not calib_texts:
-        raise QuantizationError(
-            "static quantization needs calibration texts: pass --calibration FILE (one text per line)."
-        )
-    say(f"{manifest.task}: {method} int8 on {cfg.resolved_isa()}; {len(calib_texts)} calibration texts, "
-        f"{len(evalset.items)} held-out texts ({evalset.source})")
+    method = cfg.method if cfg.method != "auto" else ("static" if calib else "dynamic")
+    if method == "static" and not calib:
+        raise ConfigError("static quantization needs calibration texts: pass --calibration FILE (one text per line).")
+    origin = None if calibration is None else (
+        str(calibration) if isinstance(calibration, (str, os.PathLike)) else "texts passed in Python")
+    return Texts(calib, evalset, method, origin)
 
-    fp32_session = _session(fp32)
-    evaluator = Evaluator(manifest, encoder, evalset, fp32_session, max_length)
-    calib_items = eval_items(manifest.task, calib_texts, encoder, manifest) if calib_texts else []
-    calib_fixed = [f for _, f in data.batches(encoder, calib_items, batch_size=CALIBRATION_BATCH,
-                                              max_length=max_length, fixed=True)] if calib_items else []
-    calib_real = [f for _, f in data.batches(encoder, calib_items, max_length=max_length)] if calib_items else []
-    exclude = recipe.excluded_nodes(fp32, cfg)
 
-    # Guarded search: the fewest MatMuls in fp32 is the fastest variant of a method. Under "auto",
-    # static (batch-independent) comes first; dynamic is tried only when static cannot meet the budget.
-    methods = [method]
-    if cfg.guarded and cfg.method == "auto" and calib_texts:
-        methods = ["static", "dynamic"]
-    passing: list[Variant] = []
-    for m in methods:
-        found = _search(fp32, cfg, m, exclude, calib_fixed, calib_real, evaluator, say)
-        if found is not None:
-            passing.append(found)
-            break
-    if not passing:
-        raise QuantizationError(
-            f"no int8 variant meets the accuracy budget ({_budget(cfg)}) with at most "
-            f"{_fp32_limit(fp32, cfg)} MatMuls kept in fp32; nothing was written. Relax the budget, raise "
-            "max_fp32_matmuls, give more calibration texts, or keep the fp32 bundle."
-        )
-    timing_feeds = _timing_feeds(encoder, evaluator.items, max_length)
-    best = passing[0]
-    final_session = _session(best.model)
-    times = _latency({0: final_session, -1: fp32_session}, timing_feeds)
-    best.latency_ms, fp32_ms = times[0], times[-1]
-    report = dict(best.report)
-    report["padding_invariance"] = evaluator.padding_invariance(final_session)
-    shape = "x".join(str(d) for d in timing_feeds["input_ids"].shape)
-    record = {
-        **best.record,
-        "excluded_nodes": sorted(set(best.record["excluded_nodes"]) | set(best.fp32_matmuls)),
-        "fp32_matmuls_for_accuracy": best.fp32_matmuls,
-        "padding_invariant": bool(report["padding_invariance"]["invariant"]),
-        f"latency_ms_{shape}_1thread": {"fp32": _r(fp32_ms), "int8": _r(best.latency_ms)},
-        "calibration": {"texts": len(calib_texts), "source": _source(calibration)},
-        "source_bundle": str(src.resolve()),
-        "edgebert_quantize": 1,
-    }
-    if cfg.guarded:
-        record["guard"] = {"budget": _budget(cfg), "variants": [
-            {"method": v.record["method"], "fp32_matmuls": len(v.fp32_matmuls), "latency_ms": _r(v.latency_ms),
-             "metric": _headline(v.report)} for v in passing]}
-    say("accuracy: " + summary(report))
-    probes = _probes(manifest, encoder, final_session)
-    new_manifest = dataclasses.replace(
-        manifest, precision="int8", quantization=record, accuracy=report, probes=tuple(probes),
-        versions={**manifest.versions, **_versions()}, files={},
+def reference(source: Source, chosen: Texts, cfg: QuantizationConfig) -> Reference:
+    """Stage 3: the fp32 outputs of the held-out items, the calibration feeds, the nodes kept in fp32."""
+    engine = open_graph(source.fp32)
+    evaluator = Evaluator(source.manifest, source.encoder, chosen.evalset, engine, source.max_length)
+    items = eval_items(source.manifest.task, chosen.calibration, source.manifest) if chosen.calibration else []
+    fixed = data.batches(source.encoder, items, batch_size=CALIBRATION_BATCH, max_length=source.max_length, fixed=True)
+    real = data.batches(source.encoder, items, max_length=source.max_length)
+    return Reference(source.fp32, engine, evaluator, recipe.excluded_nodes(source.fp32, cfg),
+                     [f for _, f in fixed] if items else [], [f for _, f in real] if items else [])
+
+
+def measure(source: Source, ref: Reference, best: Variant) -> Measured:
+    """Stage 5: int8 vs fp32 latency on one text (1 thread, interleaved), and batch-mate/padding invariance."""
+    feeds = _timing_feeds(source.encoder, ref.evaluator.items, source.max_length)
+    final = open_graph(best.model)
+    times = median_ms(interleave({"int8": lambda: final.run(feeds), "fp32": lambda: ref.engine.run(feeds)},
+                                 rounds=TIMING_ROUNDS, warmup=1))
+    best.latency_ms = times["int8"]
+    report = {**best.report, "padding_invariance": ref.evaluator.padding_invariance(final)}
+    shape = "x".join(str(d) for d in feeds["input_ids"].shape)
+    return Measured(final, report, times["int8"], times["fp32"], shape)
+
+
+def write(source: Source, chosen: Texts, best: Variant, measured: Measured, cfg: QuantizationConfig,
+          force: bool) -> Manifest:
+    """Stage 6: probes from the int8 graph, the quantization record, and the bundle (whole or absent)."""
+    manifest = dataclasses.replace(
+        source.manifest, precision="int8", quantization=_record(source, chosen, best, measured, cfg),
+        accuracy=measured.report, probes=tuple(_probes(source.manifest, source.encoder, measured.engine)),
+        versions={**source.manifest.versions, **_versions()}, files={},
     )
 
     def fill(tmp: Path) -> None:
         onnx.save(best.model, str(tmp / MODEL_FILE))
-        shutil.copyfile(resolve_member(src, TOKENIZER_FILE), tmp / TOKENIZER_FILE)
+        shutil.copyfile(resolve_member(source.path, TOKENIZER_FILE), tmp / TOKENIZER_FILE)
 
-    written = write_bundle(out, new_manifest, fill, force=force)
-    say(f"wrote {out}")
-    return written
+    return write_bundle(source.out, manifest, fill, force=force)
 
 
-def _search(
-    fp32: onnx.ModelProto, cfg: QuantizationConfig, method: str, exclude: list[str],
-    calib_fixed: list[Any], calib_real: list[Any], evaluator: Evaluator, say: Any,
-) -> Variant | None:
-    """The int8 variant of ``method``; in guarded mode, with the fewest fp32 MatMuls that meet the budget."""
-    say(f"quantize: {method}" + (f" ({cfg.format}, {cfg.calibrator})" if method == "static" else ""))
-    model, record, pre = recipe.quantize_graph(fp32, cfg, method, exclude, calib_fixed, calib_real)
-    report = evaluator.score(_session(model))
-    say(f"  {method}: {_headline(report)}")
-    if not cfg.guarded or meets(report, cfg.max_accuracy_drop, cfg.min_cosine):
-        return Variant(_fused(model, record, cfg), record, report)
-    limit = _fp32_limit(fp32, cfg)
-    candidates = [n for n in graph.weight_matmuls(fp32) if n not in set(exclude)]
-    if limit <= 0 or not candidates:
-        return None
-    qdq = method == "static" and cfg.format == "qdq"
-    if qdq:
-        subset = min(len(evaluator.items), 96)
-        gains = []
-        for name in candidates:
-            r = evaluator.score(_session(recipe.with_fp32(model, pre, [name])), subset=subset)
-            gains.append((drop_points(r), name))
-        ranking = [n for _, n in sorted(gains)]
-    else:
-        ranking = [n for n, _ in recipe.dynamic_sensitivity(fp32, calib_real[:4] or _eval_feeds(evaluator), cfg)]
-        ranking = [n for n in ranking if n in set(candidates)]
-    say(f"  sensitivity: most sensitive MatMuls {', '.join(ranking[:3])}")
-    kept: list[str] = []
-    for name in ranking[:limit]:
-        kept.append(name)
-        if qdq:
-            cand = recipe.with_fp32(model, pre, kept)
-        else:
-            cand = recipe.quantize_graph(fp32, cfg, method, exclude + kept, calib_fixed, calib_real)[0]
-        report = evaluator.score(_session(cand))
-        say(f"  {method} with {len(kept)} MatMul(s) in fp32: {_headline(report)}")
-        if meets(report, cfg.max_accuracy_drop, cfg.min_cosine):
-            return Variant(_fused(cand, record, cfg), record, report, list(kept))
-    return None
+def _record(source: Source, chosen: Texts, best: Variant, measured: Measured,
+            cfg: QuantizationConfig) -> dict[str, Any]:
+    """The manifest's ``quantization`` record: the recipe, what stayed fp32, latency, calibration, guard."""
+    record = {
+        **best.record,
+        "excluded_nodes": sorted(set(best.record["excluded_nodes"]) | set(best.fp32_matmuls)),
+        "fp32_matmuls_for_accuracy": best.fp32_matmuls,
+        "padding_invariant": bool(measured.report["padding_invariance"]["invariant"]),
+        f"latency_ms_{measured.shape}_1thread": {"fp32": _r(measured.fp32_ms), "int8": _r(measured.int8_ms)},
+        "calibration": {"texts": len(chosen.calibration), "source": chosen.origin},
+        "source_bundle": str(source.path.resolve()),
+        "edgebert_quantize": 1,
+    }
+    if cfg.guarded:
+        record["guard"] = {"budget": budget(cfg), "variants": [
+            {"method": best.record["method"], "fp32_matmuls": len(best.fp32_matmuls),
+             "latency_ms": _r(best.latency_ms), "metric": headline(best.report)}]}
+    return record
 
 
-def _fused(model: onnx.ModelProto, record: dict[str, Any], cfg: QuantizationConfig) -> onnx.ModelProto:
-    """Static QDQ: fold each MatMul's Q/DQ pairs and bias Add into one MatMulIntegerToFloat (same numbers)."""
-    if record.get("method") != "static" or cfg.format != "qdq" or not cfg.fuse_bias:
-        return model
-    fused, count = graph.fuse_static_matmuls(model, fold=False)
-    record["fused_matmuls"] = count
-    return fused
+def _progress(cfg: QuantizationConfig, start: float) -> Say:
+    def say(message: str) -> None:
+        if not cfg.quiet:
+            print(f"[edgebert {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
 
 
-def _fp32_limit(fp32: onnx.ModelProto, cfg: QuantizationConfig) -> int:
-    if cfg.max_fp32_matmuls is not None:
-        return cfg.max_fp32_matmuls
-    return len(graph.weight_matmuls(fp32)) // 2
-
-
-def _budget(cfg: QuantizationConfig) -> str:
-    parts = []
-    if cfg.max_accuracy_drop is not None:
-        parts.append(f"max accuracy drop {cfg.max_accuracy_drop:g} points")
-    if cfg.min_cosine is not None:
-        parts.append(f"min cosine {cfg.min_cosine:g}")
-    return ", ".join(parts) or "none"
-
-
-def _headline(report: dict[str, Any]) -> str:
-    if report.get("metric") == "cosine":
-        return f"cosine mean {report['cosine_mean']:.5f} min {report['cosine_min']:.5f}"
-    return f"drop {drop_points(report):.2f} points ({report.get('metric')})"
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    from edgebert.errors import DataError
-
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise DataError("calibration must be a file path or a list of strings.")
-    unique = list(dict.fromkeys(t.strip() for t in texts if t.strip()))
-    if len(unique) < data.MIN_CALIBRATION_TEXTS:
-        raise DataError(f"only {len(unique)} distinct calibration texts; give at least {data.MIN_CALIBRATION_TEXTS}.")
-    return unique
-
-
-def _source(calibration: Any) -> str | None:
-    if calibration is None:
-        return None
-    return str(calibration) if isinstance(calibration, (str, os.PathLike)) else "texts passed in Python"
-
-
-def _eval_feeds(evaluator: Evaluator) -> list[Any]:
-    return [f for _, f in data.batches(evaluator.encoder, evaluator.items[:64], max_length=evaluator.max_length)]
-
-
-def _timing_feeds(encoder: TextEncoder, items: Sequence[Any], max_length: int) -> dict[str, np.ndarray]:
-    length = min(128, max_length)
+def _timing_feeds(encoder: TextEncoder, items: Sequence[TextInput], max_length: int) -> dict[str, np.ndarray]:
     text = " ".join(t if isinstance(t, str) else t[0] for t in items[:64])
-    feeds = next(iter(data.batches(encoder, [text], max_length=length)))[1]
-    return feeds
+    return encoder.feeds(encoder.encode_truncated([text], min(128, max_length)))
 
 
-def _latency(
-    sessions: dict[int, ort.InferenceSession], feeds: dict[str, np.ndarray], rounds: int = 15
-) -> dict[int, float]:
-    times: dict[int, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        run_session(s, feeds)
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            run_session(s, feeds)
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) * 1000 for k, v in times.items()}
-
-
-def _probes(manifest: Manifest, encoder: TextEncoder, session: ort.InferenceSession) -> list[dict[str, Any]]:
-    names = [o.name for o in session.get_outputs()]
+def _probes(manifest: Manifest, encoder: TextEncoder, engine: Engine) -> list[dict[str, Any]]:
     probes = []
     for probe in manifest.probes:
         raw = probe["input"]
         item = raw if isinstance(raw, str) else (str(raw[0]), str(raw[1]))
-        feeds = encoder.feeds(encoder.encode([item]))
-        outs = dict(zip(names, run_session(session, feeds), strict=True))
+        outs = engine.run(encoder.feeds(encoder.encode([item])))
         probes.append(make_probe(item, {k: v[0] for k, v in outs.items()}, atol=PROBE_ATOL))
     return probes
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {}
     for name in ("onnx", "onnxruntime", "edgebert"):
         try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = "unknown"
     return out
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgebert.errors import QuantizationError
+from edgebert.errors import ConfigError
 from edgebert.runtime.isa import ISAS, detect_isa, needs_reduce_range
 
 Method = Literal["auto", "dynamic", "static"]
@@ -16,6 +17,20 @@ Calibrator = Literal["minmax", "entropy", "percentile"]
 METHODS = ("auto", "dynamic", "static")
 FORMATS = ("qdq", "qoperator")
 CALIBRATORS = ("minmax", "entropy", "percentile")
+
+# field -> (what it must be, the accepted types, whether None is allowed); bool is never a number here
+_KINDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
+    **{n: ("a string", (str,), False) for n in ("method", "format", "calibrator", "isa")},
+    **{n: ("True or False", (bool,), False)
+       for n in ("per_channel", "quantize_attention", "quantize_embeddings", "fuse_bias", "quiet")},
+    "reduce_range": ("True, False or None", (bool,), True),
+    "percentile": ("a number", (numbers.Real,), False),
+    **{n: ("a number or None", (numbers.Real,), True)
+       for n in ("smooth_alpha", "smooth_cap", "max_accuracy_drop", "min_cosine")},
+    **{n: ("an integer", (numbers.Integral,), False) for n in ("calibration_size", "eval_size", "max_length", "seed")},
+    "max_fp32_matmuls": ("an integer or None", (numbers.Integral,), True),
+    **{n: ("a tuple of names", (tuple, list), False) for n in ("exclude_nodes", "exclude_op_types")},
+}
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,8 @@ class QuantizationConfig:
             batch-mates and padding), "dynamic" (activation scales computed per call over the whole
             batch) or "auto" (static when calibration texts are given, else dynamic).
         format: "qdq" (QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses) or "qoperator"
-            (QLinearMatMul / MatMulInteger nodes). Measured here, see ``quantize/measure.py``.
+            (QLinearMatMul / MatMulInteger nodes). Measured in ``quantize/MEASUREMENTS.md``
+            (``scripts/research/measure_quantize.py``).
         per_channel: one weight scale per output channel (else one per tensor).
         calibrator: static only: how activation ranges are chosen from calibration data.
         percentile: the percentile of |x| kept by the "percentile" calibrator.
@@ -80,25 +96,26 @@ class QuantizationConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         checks = (("method", METHODS), ("format", FORMATS), ("calibrator", CALIBRATORS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
-                raise QuantizationError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
+                raise ConfigError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
         if self.isa != "auto" and self.isa not in ISAS:
-            raise QuantizationError(f"isa={self.isa!r}; choose auto or one of {', '.join(ISAS)}.")
+            raise ConfigError(f"isa={self.isa!r}; choose auto or one of {', '.join(ISAS)}.")
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
-            raise QuantizationError(f"smooth_alpha={self.smooth_alpha}; give a value in [0, 1] or None.")
+            raise ConfigError(f"smooth_alpha={self.smooth_alpha}; give a value in [0, 1] or None.")
         if self.smooth_cap is not None and self.smooth_cap < 1.0:
-            raise QuantizationError(f"smooth_cap={self.smooth_cap}; give a value >= 1 or None.")
+            raise ConfigError(f"smooth_cap={self.smooth_cap}; give a value >= 1 or None.")
         if not 50.0 < self.percentile <= 100.0:
-            raise QuantizationError(f"percentile={self.percentile}; give a value in (50, 100].")
+            raise ConfigError(f"percentile={self.percentile}; give a value in (50, 100].")
         for name in ("calibration_size", "eval_size", "max_length"):
-            if int(getattr(self, name)) < 1:
-                raise QuantizationError(f"{name}={getattr(self, name)}; give a positive integer.")
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}; give a positive integer.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
-            raise QuantizationError(f"max_accuracy_drop={self.max_accuracy_drop}; give points >= 0.")
+            raise ConfigError(f"max_accuracy_drop={self.max_accuracy_drop}; give points >= 0.")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
-            raise QuantizationError(f"min_cosine={self.min_cosine}; give a value in [-1, 1].")
+            raise ConfigError(f"min_cosine={self.min_cosine}; give a value in [-1, 1].")
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
         object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
 
@@ -144,3 +161,17 @@ class QuantizationConfig:
 
     def replace(self, **changes: Any) -> QuantizationConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check_types(cfg: QuantizationConfig) -> None:
+    """A wrong type (``percentile="high"``, ``exclude_nodes="MatMul_1"``) is a :class:`ConfigError`, not a
+    TypeError from deep inside the quantizer."""
+    for name, (what, types, optional) in _KINDS.items():
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        numeric = bool not in types and isinstance(value, bool)
+        if numeric or not isinstance(value, types):
+            raise ConfigError(f"{name}={value!r}; give {what}.")
+        if isinstance(value, (tuple, list)) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}={value!r}; give {what} (strings).")

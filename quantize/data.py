@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from edgebert.errors import DataError
+from edgebert.runtime.batching import BatchLimits, plan_batches
 from edgebert.runtime.tokenize import TextEncoder, TextInput
 
 MIN_CALIBRATION_TEXTS = 16
@@ -124,29 +126,44 @@ def disjoint(calibration: Sequence[TextInput], evaluation: TextSet) -> TextSet:
     return TextSet(items, labels, evaluation.source)
 
 
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Calibration texts passed in Python: distinct, non-empty strings, at least :data:`MIN_CALIBRATION_TEXTS`."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise DataError("calibration must be a file path or a list of strings.")
+    unique = list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+    if len(unique) < MIN_CALIBRATION_TEXTS:
+        raise DataError(f"only {len(unique)} distinct calibration texts; give at least {MIN_CALIBRATION_TEXTS}.")
+    return unique
+
+
 def batches(
     encoder: TextEncoder, items: Sequence[TextInput], *, batch_size: int = 32, max_length: int = 128,
     fixed: bool = False,
 ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     """(indices, feeds) over length-sorted batches, each text truncated to ``max_length`` tokens.
 
-    ``fixed=True`` pads every batch to the longest text and to exactly ``batch_size`` rows (repeating
-    texts): ONNX Runtime's histogram calibrators need equal shapes.
+    Batches are planned by :func:`edgebert.runtime.batching.plan_batches` (longest first, each padded to
+    its own longest text). ``fixed=True`` instead pads every batch to the longest text of all and to
+    exactly ``batch_size`` rows (repeating texts), shortest texts first: ONNX Runtime's histogram
+    calibrators need equal shapes.
     """
-    tok = encoder.tokenizer
-    tok.enable_truncation(max_length)
-    try:
-        encs = list(tok.encode_batch(list(items)))
-    finally:
-        tok.no_truncation()
+    encs = encoder.encode_truncated(list(items), max_length)
+    if fixed:
+        yield from _fixed_batches(encoder, encs, batch_size)
+        return
+    limits = BatchLimits(max_batch_size=batch_size, max_batch_tokens=batch_size * max(1, max_length))
+    for idx in plan_batches([len(e.ids) for e in encs], limits):
+        yield idx, encoder.feeds([encs[i] for i in idx])
+
+
+def _fixed_batches(
+    encoder: TextEncoder, encs: Sequence[Encoding], batch_size: int
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
     longest = max((len(e.ids) for e in encs), default=1)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         chosen = [encs[i] for i in idx]
-        if fixed:
-            while len(chosen) < batch_size:
-                chosen.append(chosen[len(chosen) % len(idx)])
-            yield idx, encoder.feeds(chosen, length=longest)
-        else:
-            yield idx, encoder.feeds(chosen)
+        while len(chosen) < batch_size:
+            chosen.append(chosen[len(chosen) % len(idx)])
+        yield idx, encoder.feeds(chosen, length=longest)

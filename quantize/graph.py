@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -88,17 +89,6 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def model_bytes(model: onnx.ModelProto) -> int:
-    return len(model.SerializeToString())
-
-
-def weight_of(model: onnx.ModelProto, name: str) -> object:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    raise KeyError(name)
-
-
 def quantize_embedding_tables(
     model: onnx.ModelProto, min_rows: int = 1024, exclude: Iterable[str] = ()
 ) -> tuple[onnx.ModelProto, list[str]]:
@@ -107,7 +97,6 @@ def quantize_embedding_tables(
     ``Gather(table, ids)`` becomes ``Cast(Gather(table_int8, ids)) * Unsqueeze(Gather(scales, ids))``:
     a weight-only change (4x smaller table) that costs a few microseconds per call.
     """
-    import numpy as np
     from onnx import helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -157,57 +146,22 @@ def fuse_static_matmuls(model: onnx.ModelProto, *, fold: bool = True) -> tuple[o
     per-channel ``Q(x)`` with scales ``scale * s``, removing one elementwise pass per tensor.
     Returns the model and the number of MatMuls rewritten.
     """
-    import numpy as np
     from onnx import helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
-
-    def const(name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
+    view = _View(g)
+    index = {id(n): k for k, n in enumerate(g.node)}
     replace: dict[int, onnx.NodeProto] = {}
     drop: set[int] = set()
-    index = {id(n): k for k, n in enumerate(g.node)}
-    fused = 0
     for node in g.node:
-        if node.op_type != "MatMul":
-            continue
-        dq_a, dq_b = producer.get(node.input[0]), producer.get(node.input[1])
-        if dq_a is None or dq_b is None or dq_a.op_type != "DequantizeLinear" or dq_b.op_type != "DequantizeLinear":
-            continue
-        q = producer.get(dq_a.input[0])
-        if q is None or q.op_type != "QuantizeLinear" or dq_b.input[0] not in inits or len(dq_a.input) < 3:
-            continue
-        a_scale, a_zp = dq_a.input[1], dq_a.input[2]
-        b_zp = dq_b.input[2] if len(dq_b.input) > 2 else ""
-        zp_b = const(b_zp) if b_zp else None
-        if zp_b is not None and not zp_b.any():
-            b_zp = ""  # symmetric weights: omit the zero points (keeps ONNX Runtime on its fast path)
-        output, bias = node.output[0], ""
-        users = consumers.get(output, [])
-        if len(users) == 1 and users[0].op_type == "Add" and output not in graph_outputs:
-            add = users[0]
-            other = add.input[1] if add.input[0] == output else add.input[0]
-            b = const(other)
-            if b is not None and b.ndim == 1:
-                bias, output = other, add.output[0]
+        fused = _fused_matmul(node, view) if node.op_type == "MatMul" else None
+        if fused is not None:
+            replace[index[id(node)]], add = fused
+            if add is not None:
                 drop.add(index[id(add)])
-        fused_node = helper.make_node(
-            "MatMulIntegerToFloat", [dq_a.input[0], dq_b.input[0], a_scale, dq_b.input[1], a_zp, b_zp, bias],
-            [output], name=node.name, domain="com.microsoft",
-        )
-        replace[index[id(node)]] = fused_node
-        fused += 1
-    if not fused:
+    if not replace:
         return model, 0
     nodes = [replace.get(k, n) for k, n in enumerate(g.node) if k not in drop]
     del g.node[:]
@@ -216,13 +170,59 @@ def fuse_static_matmuls(model: onnx.ModelProto, *, fold: bool = True) -> tuple[o
         _fold_equalization(out)
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return prune(out), fused
+    return prune(out), len(replace)
+
+
+class _View:
+    """Lookups over one graph: constant initializers, each tensor's producer and readers, graph outputs."""
+
+    def __init__(self, g: onnx.GraphProto) -> None:
+        self.inits = {i.name: i for i in g.initializer}
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in g.output}
+
+    def const(self, name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+
+def _fused_matmul(node: onnx.NodeProto, view: _View) -> tuple[onnx.NodeProto, onnx.NodeProto | None] | None:
+    """``MatMul(DQ(Q(x)), DQ(w))`` (+ a bias Add) as one MatMulIntegerToFloat, and the Add it absorbs."""
+    from onnx import helper
+
+    dq_a, dq_b = view.made_by(node.input[0], "DequantizeLinear"), view.made_by(node.input[1], "DequantizeLinear")
+    if dq_a is None or dq_b is None or view.made_by(dq_a.input[0], "QuantizeLinear") is None:
+        return None
+    if dq_b.input[0] not in view.inits or len(dq_a.input) < 3:
+        return None
+    b_zp = dq_b.input[2] if len(dq_b.input) > 2 else ""
+    zp_b = view.const(b_zp) if b_zp else None
+    if zp_b is not None and not zp_b.any():
+        b_zp = ""  # symmetric weights: omit the zero points (keeps ONNX Runtime on its fast path)
+    output, bias, add = node.output[0], "", None
+    users = view.consumers.get(output, [])
+    if len(users) == 1 and users[0].op_type == "Add" and output not in view.outputs:
+        other = users[0].input[1] if users[0].input[0] == output else users[0].input[0]
+        b = view.const(other)
+        if b is not None and b.ndim == 1:
+            bias, output, add = other, users[0].output[0], users[0]
+    fused = helper.make_node(
+        "MatMulIntegerToFloat",
+        [dq_a.input[0], dq_b.input[0], dq_a.input[1], dq_b.input[1], dq_a.input[2], b_zp, bias],
+        [output], name=node.name, domain="com.microsoft",
+    )
+    return fused, add
 
 
 def _fold_equalization(model: onnx.ModelProto) -> None:
     """``QuantizeLinear(Mul(x, inv_s))`` -> per-channel ``QuantizeLinear(x)`` when Q is the Mul's only reader."""
-    import numpy as np
-
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgebert.errors import QuantizationError
+from edgebert.errors import ConfigError, QuantizationError
 
 from . import graph
 from .config import QuantizationConfig
@@ -28,7 +28,7 @@ def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]
     unknown = [n for n in cfg.exclude_nodes if n not in names]
     if unknown:
         sample = ", ".join(graph.weight_matmuls(model)[:3])
-        raise QuantizationError(
+        raise ConfigError(
             f"exclude_nodes: no node named {', '.join(map(repr, unknown[:5]))} in the graph; "
             f"MatMul names look like {sample}."
         )
@@ -95,72 +95,34 @@ def quantize_graph(
     calibration: Sequence[Feeds] = (),
     real_token_feeds: Sequence[Feeds] = (),
 ) -> tuple[onnx.ModelProto, dict[str, Any], onnx.ModelProto]:
-    """Quantize ``fp32`` (named nodes) by ``method``.
+    """Quantize ``fp32`` (named nodes) by ``method`` ("dynamic" or "static").
 
     Returns the int8 model, the recipe record, and the fp32 graph it was quantized from (``fp32``
     itself, or its equalized copy), which :func:`with_fp32` needs to restore MatMuls.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-    isa = cfg.resolved_isa()
-    reduce_range = cfg.resolved_reduce_range()
+    if method not in ("dynamic", "static"):
+        raise ConfigError(f"method={method!r}; choose dynamic or static.")
+    if method == "static" and not calibration:
+        raise ConfigError("static quantization needs calibration texts (--calibration FILE).")
     record: dict[str, Any] = {
         "method": method, "format": cfg.format if method == "static" else "qoperator",
         "per_channel": cfg.per_channel, "weight_type": "int8", "activation_type": "uint8",
-        "reduce_range": reduce_range, "isa": isa, "excluded_nodes": list(exclude),
+        "reduce_range": cfg.resolved_reduce_range(), "isa": cfg.resolved_isa(), "excluded_nodes": list(exclude),
         "excluded_op_types": list(cfg.exclude_op_types), "quantize_attention": cfg.quantize_attention,
     }
-    model = fp32
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs pre-processing advice at WARNING
     try:
         with tempfile.TemporaryDirectory(prefix="edgebert-quantize-") as tmp:
-            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             if method == "dynamic":
-                onnx.save(model, src)
-                quantize_dynamic(
-                    src, dst, per_channel=cfg.per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(exclude),
-                    extra_options={"MatMulConstBOnly": not cfg.quantize_attention,
-                                   "DefaultTensorType": onnx.TensorProto.FLOAT},
-                )
-            elif method == "static":
-                if not calibration:
-                    raise QuantizationError("static quantization needs calibration texts (--calibration FILE).")
-                if cfg.smooth_alpha:
-                    model, count = smooth(model, real_token_feeds or calibration, alpha=cfg.smooth_alpha,
-                                          cap=cfg.smooth_cap,
-                                          nodes=[n for n in graph.weight_matmuls(model) if n not in set(exclude)])
-                    record["smooth_alpha"] = cfg.smooth_alpha
-                    record["smooth_cap"] = cfg.smooth_cap
-                    record["smoothed_tensors"] = count
-                onnx.save(_typed_matmul_io(model), src)
-                calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                               "percentile": CalibrationMethod.Percentile}
-                stride = calibration_stride(model, calibration)
-                extra: dict[str, Any] = {"CalibStridedMinMax": stride} if stride else {}
-                with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
-                    quantize_static(
-                        src, dst, _Reader(calibration),
-                        quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-                        per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
-                        calibrate_method=calibrators[cfg.calibrator],
-                        extra_options={"CalibMovingAverage": False, "CalibPercentile": cfg.percentile,
-                                       "OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
-                                       "DefaultTensorType": onnx.TensorProto.FLOAT, **extra},
-                    )
-                record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration),
-                              calibration_stride=stride)
-                if cfg.calibrator == "percentile":
-                    record["percentile"] = cfg.percentile
+                model = _dynamic(fp32, cfg, exclude, Path(tmp))
             else:
-                raise QuantizationError(f"unknown method {method!r}")
-            out = onnx.load(dst)
+                model = _static(fp32, cfg, exclude, calibration, real_token_feeds, record, Path(tmp))
+            out = onnx.load(Path(tmp) / "int8.onnx")
         if cfg.quantize_embeddings and "Gather" not in cfg.exclude_op_types:
             out, tables = graph.quantize_embedding_tables(out, exclude=exclude)
             record["int8_embedding_tables"] = tables
-    except QuantizationError:
+    except (QuantizationError, ConfigError):
         raise
     except Exception as e:
         raise QuantizationError(
@@ -170,6 +132,55 @@ def quantize_graph(
     finally:
         logging.getLogger().setLevel(level)
     return out, record, model
+
+
+def _dynamic(model: onnx.ModelProto, cfg: QuantizationConfig, exclude: Sequence[str], work: Path) -> onnx.ModelProto:
+    """Dynamic int8 of ``model`` into ``work/int8.onnx``; returns the fp32 graph it quantized."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = work / "fp32.onnx"
+    onnx.save(model, src)
+    quantize_dynamic(
+        src, work / "int8.onnx", per_channel=cfg.per_channel, reduce_range=cfg.resolved_reduce_range(),
+        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(exclude),
+        extra_options={"MatMulConstBOnly": not cfg.quantize_attention, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return model
+
+
+def _static(
+    model: onnx.ModelProto, cfg: QuantizationConfig, exclude: Sequence[str], calibration: Sequence[Feeds],
+    real_token_feeds: Sequence[Feeds], record: dict[str, Any], work: Path,
+) -> onnx.ModelProto:
+    """Static int8 (equalized first when ``smooth_alpha``) into ``work/int8.onnx``; returns the fp32 graph
+    it quantized (the equalized copy); adds the calibration facts to ``record``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if cfg.smooth_alpha:
+        model, count = smooth(model, real_token_feeds or calibration, alpha=cfg.smooth_alpha, cap=cfg.smooth_cap,
+                              nodes=[n for n in graph.weight_matmuls(model) if n not in set(exclude)])
+        record.update(smooth_alpha=cfg.smooth_alpha, smooth_cap=cfg.smooth_cap, smoothed_tensors=count)
+    src = work / "fp32.onnx"
+    onnx.save(_typed_matmul_io(model), src)
+    calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+    stride = calibration_stride(model, calibration)
+    extra: dict[str, Any] = {"CalibStridedMinMax": stride} if stride else {}
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+        quantize_static(
+            src, work / "int8.onnx", _Reader(calibration),
+            quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+            per_channel=cfg.per_channel, reduce_range=cfg.resolved_reduce_range(), activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
+            calibrate_method=calibrators[cfg.calibrator],
+            extra_options={"CalibMovingAverage": False, "CalibPercentile": cfg.percentile,
+                           "OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
+                           "DefaultTensorType": onnx.TensorProto.FLOAT, **extra},
+        )
+    record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration), calibration_stride=stride)
+    if cfg.calibrator == "percentile":
+        record["percentile"] = cfg.percentile
+    return model
 
 
 def with_fp32(
@@ -192,11 +203,11 @@ def dynamic_sensitivity(
     inits = {i.name: i for i in fp32.graph.initializer}
     nodes = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
     names = list(dict.fromkeys(n.input[0] for n in nodes))
-    session = tap_session(fp32, names)
+    engine = tap_session(fp32, names)
     bits = 7 if cfg.resolved_reduce_range() else 8
     errors: dict[str, float] = {n.name: 0.0 for n in nodes}
     for batch in feeds:
-        values = dict(zip(names, session.run(names, dict(batch)), strict=True))
+        values = engine.run(batch, names)
         for n in nodes:
             x = values[n.input[0]].reshape(-1, values[n.input[0]].shape[-1]).astype(np.float32)
             w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)

@@ -13,34 +13,34 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from edgebert.errors import QuantizationError
+from edgebert.runtime.engines import Engine, open_engine
 
-def tap_session(model: onnx.ModelProto, tensors: Iterable[str]) -> ort.InferenceSession:
-    """A one-thread, unoptimized session of ``model`` that also outputs the named fp32 ``tensors``."""
+
+def tap_session(model: onnx.ModelProto, tensors: Iterable[str]) -> Engine:
+    """A one-thread, unoptimized engine of ``model`` that also outputs the named fp32 ``tensors``."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}
     for name in tensors:
         if name not in have:
             probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return open_engine(probe.SerializeToString(), threads=1, optimization="disable")
+
 
 def channel_absmax(
     model: onnx.ModelProto, tensors: list[str], batches: Iterable[Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Per last-axis channel max |x| of ``tensors`` over real (unpadded) tokens of ``batches``."""
-    session = tap_session(model, tensors)
+    engine = tap_session(model, tensors)
     out: dict[str, np.ndarray] = {}
     for feeds in batches:
-        values = session.run(tensors, dict(feeds))
+        values = engine.run(feeds, tensors)
         mask = np.asarray(feeds["attention_mask"]).astype(bool)
-        for name, v in zip(tensors, values, strict=True):
+        for name in tensors:
+            v = values[name]
             rows = np.abs(v[mask]) if v.ndim == 3 and v.shape[:2] == mask.shape else np.abs(v.reshape(-1, v.shape[-1]))
             m = rows.max(axis=0)
             out[name] = np.maximum(out[name], m) if name in out else m
@@ -61,42 +61,28 @@ def smooth(
     (the few channels above it are divided further; their weight rows absorb the factor).
     """
     inits = {i.name: i for i in model.graph.initializer}
-    chosen = set(nodes) if nodes is not None else None
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        if n.op_type == "MatMul" and n.input[1] in inits and (chosen is None or n.name in chosen):
-            w = inits[n.input[1]]
-            if len(w.dims) == 2:
-                consumers.setdefault(n.input[0], []).append(n)
+    consumers = _weight_consumers(model, nodes)
     if not consumers:
         return model, 0
     amax = channel_absmax(model, list(consumers), batches)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    new_inits = {i.name: i for i in out.graph.initializer}
     by_name = {n.name: n for n in out.graph.node}
-    extra_nodes = []
+    muls: list[tuple[str, onnx.NodeProto]] = []
     done = 0
-    for tensor, nodes_ in consumers.items():
-        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float32) for n in nodes_]
+    for tensor, readers in consumers.items():
+        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float32) for n in readers]
         w_max = np.max(np.stack([np.abs(w).max(axis=1) for w in weights]), axis=0)
-        x_max = amax[tensor]
-        if x_max.shape != w_max.shape:
+        if amax[tensor].shape != w_max.shape:
             continue
-        s = np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1.0 - alpha)
-        if cap is not None:
-            ranges = np.maximum(x_max, 1e-5) / s
-            s = np.maximum(s, np.maximum(x_max, 1e-5) / (cap * float(np.median(ranges))))
-        s = np.clip(s, 1e-3, 1e3).astype(np.float32)
+        s = _scales(amax[tensor], w_max, alpha, cap)
         if _fold_into_value(out, tensor, (1.0 / s).astype(np.float32)):
             smoothed = tensor  # attention context: 1/s folded into the value projection, no Mul
         else:
-            inv_name = f"{tensor}_smooth_inv"
-            smoothed = f"{tensor}_smoothed"
+            inv_name, smoothed = f"{tensor}_smooth_inv", f"{tensor}_smoothed"
             out.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv_name))
-            mul = helper.make_node("Mul", [tensor, inv_name], [smoothed], name=f"{smoothed}_Mul")
-            extra_nodes.append((tensor, mul))
-        for n, w in zip(nodes_, weights, strict=True):
+            muls.append((tensor, helper.make_node("Mul", [tensor, inv_name], [smoothed], name=f"{smoothed}_Mul")))
+        for n in readers:
             node = by_name[n.name]
             node.input[0] = smoothed
             scaled = f"{n.input[1]}_smoothed"
@@ -104,26 +90,54 @@ def smooth(
             out.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), scaled))
             node.input[1] = scaled
         done += 1
-    # insert each Mul right after the node that produces its input (keeps topological order)
-    producers = {o: i for i, n in enumerate(out.graph.node) for o in n.output}
-    ordered = list(out.graph.node)
-    for tensor, mul in sorted(extra_nodes, key=lambda t: -producers.get(t[0], -1)):
-        ordered.insert(producers.get(tensor, -1) + 1, mul)
-    del out.graph.node[:]
-    out.graph.node.extend(ordered)
-    used = {i for n in out.graph.node for i in n.input}
-    keep = [i for i in out.graph.initializer if i.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(keep)
-    del new_inits
+    _insert_after_producers(out, muls)
+    _drop_unread_initializers(out)
     return out, done
+
+
+def _weight_consumers(model: onnx.ModelProto, nodes: Iterable[str] | None) -> dict[str, list[onnx.NodeProto]]:
+    """Activation tensor -> the chosen weight MatMuls (2-d weights) that read it."""
+    inits = {i.name: i for i in model.graph.initializer}
+    chosen = set(nodes) if nodes is not None else None
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        weight = inits.get(n.input[1]) if n.op_type == "MatMul" else None
+        if weight is not None and len(weight.dims) == 2 and (chosen is None or n.name in chosen):
+            consumers.setdefault(n.input[0], []).append(n)
+    return consumers
+
+
+def _scales(x_max: np.ndarray, w_max: np.ndarray, alpha: float, cap: float | None) -> np.ndarray:
+    """s_j = amax_x(j)^alpha / amax_w(j)^(1-alpha), raised where a channel would exceed ``cap`` medians."""
+    s = np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1.0 - alpha)
+    if cap is not None:
+        ranges = np.maximum(x_max, 1e-5) / s
+        s = np.maximum(s, np.maximum(x_max, 1e-5) / (cap * float(np.median(ranges))))
+    return np.clip(s, 1e-3, 1e3).astype(np.float32)
+
+
+def _insert_after_producers(model: onnx.ModelProto, muls: list[tuple[str, onnx.NodeProto]]) -> None:
+    """Insert each Mul right after the node that produces its input (keeps topological order)."""
+    producers = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
+    ordered = list(model.graph.node)
+    for tensor, mul in sorted(muls, key=lambda t: -producers.get(t[0], -1)):
+        ordered.insert(producers.get(tensor, -1) + 1, mul)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
+def _drop_unread_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
 
 
 def _current(model: onnx.ModelProto, name: str) -> np.ndarray:
     for init in reversed(model.graph.initializer):
         if init.name == name:
             return numpy_helper.to_array(init).astype(np.float32)
-    raise KeyError(name)
+    raise QuantizationError(f"equalization: the graph has no initializer {name!r} (an internal error; report it).")
 
 
 def _fold_into_value(model: onnx.ModelProto, tensor: str, inv: np.ndarray) -> bool:

@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgebert.errors import EdgebertError, InputError
+from edgebert.errors import BundleError, ConfigError
 
-from .pipeline import Pipeline
+from .pipeline import Pipeline, checked_options
 
 FUNCTIONS = ("default", "softmax", "sigmoid", "none")
 
@@ -30,7 +30,7 @@ def check_top_k(top_k: Any, *, allow_none: bool = True) -> int | None:
         return None
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         allowed = "a positive integer" + (" or None (all)" if allow_none else "")
-        raise InputError(f"top_k={top_k!r}; give {allowed}.")
+        raise ConfigError(f"top_k={top_k!r}; give {allowed}.")
     return top_k
 
 
@@ -45,17 +45,14 @@ class SequenceClassificationPipeline(Pipeline):
     """
 
     task: ClassVar[str] = "sequence-classification"
-    allow_pairs: ClassVar[bool] = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         labels = self.manifest.labels
-        width = self.session.get_outputs()[0].shape[-1]
+        width = self.engine.output_width("logits")
         if labels is None:
-            n = int(width) if isinstance(width, int) else 0
-            labels = tuple(f"LABEL_{i}" for i in range(n))
-        if isinstance(width, int) and width != len(labels):
-            raise EdgebertError(
+            labels = tuple(f"LABEL_{i}" for i in range(width or 0))
+        if width is not None and width != len(labels):
+            raise BundleError(
                 f"{self.path}: the graph has {width} logits but the manifest lists {len(labels)} labels. Re-export it."
             )
         self.labels: tuple[str, ...] = labels
@@ -68,6 +65,7 @@ class SequenceClassificationPipeline(Pipeline):
             return "sigmoid"
         return "softmax"
 
+    @checked_options
     def logits(self, texts: Any) -> tuple[np.ndarray, list[bool]]:
         """Raw logits (N, labels), window-averaged under "chunk", and which texts were truncated."""
         items, _ = self.prepare(texts)
@@ -76,19 +74,19 @@ class SequenceClassificationPipeline(Pipeline):
     def _logits(self, items: list[Any]) -> tuple[np.ndarray, list[bool]]:
         if not items:
             return np.zeros((0, len(self.labels)), dtype=np.float32), []
-        encodings = self.encoder.encode(items)
-        self.check_call_tokens(encodings)
+        encodings = self.encode_checked(items)
         per_item, truncated = self.plan_windows(items, encodings)
         grouped = self.forward_windows(per_item)
         rows = [np.mean([o["logits"] for o in outs], axis=0, dtype=np.float64) for outs in grouped]
         return np.stack(rows).astype(np.float32), truncated
 
+    @checked_options
     def __call__(self, texts: Any, *, top_k: int | None = 1, function_to_apply: str | None = None) -> Any:
         """Classify texts; a single text (or pair) gives one result, a list gives a list."""
         top_k = check_top_k(top_k)
         function = function_to_apply or "default"
         if function not in FUNCTIONS:
-            raise InputError(f"function_to_apply={function_to_apply!r}; choose one of {', '.join(FUNCTIONS)}.")
+            raise ConfigError(f"function_to_apply={function_to_apply!r}; choose one of {', '.join(FUNCTIONS)}.")
         if function == "default":
             function = self.default_function()
         items, single = self.prepare(texts)

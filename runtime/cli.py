@@ -1,16 +1,27 @@
-"""``edgebert run BUNDLE TEXT ...``: run a bundle on texts from arguments, a file or stdin."""
+"""``edgebert run BUNDLE TEXT ...``: run a bundle on texts from arguments, a file or stdin.
+
+What a task takes (text pairs, question + context) is read from the task registry
+(:mod:`edgebert.runtime.tasks`); how each task's pipeline is called and how one result is printed is
+one :class:`Runner` per task in :data:`RUNNERS`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 
-from edgebert.errors import InputError
+from edgebert.errors import ConfigError, InputError
+
+from .bundle import read_manifest
+from .tasks import TASKS, Task, get_task
+
+Call = Callable[[Any, list[Any], argparse.Namespace], tuple[list[Any], list[bool] | None]]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,38 +56,200 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- one runner per task
+@dataclass(frozen=True)
+class Runner:
+    """How ``edgebert run`` calls one task's pipeline and prints one result.
+
+    ``call(pipe, items, args)`` returns the results and, for tasks whose results cannot carry a mark,
+    which inputs were truncated (else None). ``human(result)`` is the text after the TAB; ``as_json``
+    the keys of the JSON line besides "text". ``flags`` are the task-specific flags the task accepts.
+    """
+
+    call: Call
+    human: Callable[[Any], str]
+    as_json: Callable[[Any], dict[str, Any]]
+    flags: tuple[str, ...] = ()
+
+
+def _embed(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    vectors, truncated = pipe.embed_with_flags(items)
+    return list(vectors), truncated
+
+
+def _extract(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    states, truncated = pipe.extract_with_flags(items)
+    return list(states), truncated
+
+
+def _classify(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    return list(pipe(items, top_k=args.top_k or 1)), None
+
+
+def _entities(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    return list(pipe(items, aggregation_strategy=args.aggregation or "simple")), None
+
+
+def _answer(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    return list(pipe(items, top_k=args.top_k or 1)), None
+
+
+def _fill(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    return list(pipe(items, top_k=args.top_k or 5)), None
+
+
+def _show_vector(vec: np.ndarray) -> str:
+    head = ", ".join(f"{x:.4f}" for x in vec[:6])
+    return f"[{head}, ...] ({vec.shape[0]} dims)"
+
+
+def _show_labels(result: Any) -> str:
+    rows = _rows(result)
+    return ", ".join(f"{r['label']} {r['score']:.4f}" for r in rows) + _cut(rows)
+
+
+def _show_entities(result: list[dict[str, Any]]) -> str:
+    if not result:
+        return "(no entities)"
+    return "; ".join(
+        f"{e.get('entity_group', e.get('entity'))} {e['word']!r} [{e['start']}:{e['end']}] {e['score']:.3f}"
+        for e in result
+    ) + _cut(result)
+
+
+def _show_answers(result: Any) -> str:
+    rows = _rows(result)
+    return "; ".join(f"{r['answer']!r} [{r['start']}:{r['end']}] {r['score']:.4f}" for r in rows) + _cut(rows)
+
+
+def _show_tokens(result: list[Any]) -> str:
+    masks = result if result and isinstance(result[0], list) else [result]
+    return " | ".join(", ".join(f"{c['token_str']} {c['score']:.4f}" for c in row) for row in masks)
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return result if isinstance(result, list) else [result]
+
+
+def _cut(rows: list[dict[str, Any]]) -> str:
+    return " (truncated)" if any(r.get("truncated") for r in rows) else ""
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    return {"result": result}
+
+
+RUNNERS: dict[str, Runner] = {
+    "embedding": Runner(_embed, _show_vector, lambda v: {"embedding": [float(x) for x in v]}, flags=("--similarity",)),
+    "feature-extraction": Runner(
+        _extract, lambda s: f"{s.shape[0]} tokens x {s.shape[1]}", lambda s: {"last_hidden_state": s.tolist()}
+    ),
+    "sequence-classification": Runner(_classify, _show_labels, _result_json, flags=("--top-k",)),
+    "token-classification": Runner(_entities, _show_entities, _result_json, flags=("--aggregation",)),
+    "question-answering": Runner(_answer, _show_answers, _result_json, flags=("--top-k",)),
+    "fill-mask": Runner(_fill, _show_tokens, _result_json, flags=("--top-k",)),
+}
+
+# task-specific flag -> whether it was given
+_GIVEN: dict[str, Callable[[argparse.Namespace], bool]] = {
+    "--top-k": lambda a: a.top_k is not None,
+    "--aggregation": lambda a: a.aggregation is not None,
+    "--similarity": lambda a: bool(a.similarity),
+}
+
+
+# ----------------------------------------------------------------------------- the command
+def run_run(args: argparse.Namespace) -> int:
+    """Load the bundle, run it on the texts and print the results; returns the exit code."""
+    from . import load
+
+    check_positive(args.threads, "--threads")
+    check_positive(args.top_k, "--top-k")
+    task = get_task(read_manifest(args.bundle).task)
+    runner = RUNNERS[task.name]
+    _check_flags(args, task, runner)
+    texts = _collect_texts(args)
+    items = _items(texts, args, task)
+    options: dict[str, Any] = {"threads": args.threads, "verify": not args.no_verify}
+    if args.long_text:
+        options["long_text"] = args.long_text
+    pipe = load(args.bundle, **options)
+    results, truncated = runner.call(pipe, items, args)
+    out = sys.stdout
+    if args.similarity:
+        _print_similarity(texts, np.stack(results), args.json, out)
+    else:
+        for text, result in zip(texts, results, strict=True):
+            if args.json:
+                _json_line(out, {"text": text, **runner.as_json(result)})
+            else:
+                out.write(f"{text}\t{runner.human(result)}\n")
+    cut = [i for i, t in enumerate(truncated or []) if t]
+    if cut:
+        print(f"edgebert: note: input(s) {', '.join(map(str, cut))} were truncated", file=sys.stderr)
+    return 0
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    """A numeric flag, when given, must be a positive integer."""
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} {value}: give a positive integer.")
+
+
+def _check_flags(args: argparse.Namespace, task: Task, runner: Runner) -> None:
+    """Refuse a flag that does not apply to the bundle's task, naming the tasks it is for."""
+    for flag, given in _GIVEN.items():
+        if given(args) and flag not in runner.flags:
+            users = [name for name, r in RUNNERS.items() if flag in r.flags]
+            raise ConfigError(f"{flag} is for {', '.join(users)} bundles; {args.bundle} is {task.name}.")
+    if args.question is not None and task.input_kind != "question-context":
+        users = [t.name for t in TASKS.values() if t.input_kind == "question-context"]
+        raise ConfigError(f"--question is for {', '.join(users)} bundles; {args.bundle} is {task.name}.")
+    if args.pairs and not task.pairs:
+        users = [t.name for t in TASKS.values() if t.pairs]
+        raise ConfigError(f"--pairs is for {', '.join(users)} bundles; {args.bundle} is {task.name} (single texts).")
+
+
+def _items(texts: list[str], args: argparse.Namespace, task: Task) -> list[Any]:
+    """The pipeline's inputs: the texts, text pairs (--pairs) or (question, context) pairs (--question)."""
+    if args.question is not None:
+        return [(args.question, t) for t in texts]
+    if args.pairs:
+        return [_split_pair(t, n) for n, t in enumerate(texts)]
+    if task.input_kind == "question-context":
+        raise InputError(
+            f"{task.name} needs --question Q (the texts are contexts) or --pairs (each text 'question<TAB>context')."
+        )
+    return list(texts)
+
+
 def read_lines(stream: Iterable[str]) -> list[str]:
     """One text per line; the line ending is dropped and blank lines are skipped."""
     return [line.rstrip("\r\n") for line in stream if line.strip()]
 
 
 def _collect_texts(args: argparse.Namespace) -> list[str]:
+    sources = [*args.texts, *([args.input] if args.input else [])]
+    if sum(s == "-" for s in sources) > 1:
+        raise InputError("'-' (stdin) given twice.")
     texts: list[str] = []
-    used_stdin = False
     for t in args.texts:
-        if t == "-":
-            if used_stdin:
-                raise InputError("'-' (stdin) given twice.")
-            used_stdin = True
-            texts.extend(read_lines(sys.stdin))
-        else:
-            texts.append(t)
+        texts.extend(read_lines(sys.stdin) if t == "-" else [t])
     if args.input:
-        if args.input == "-":
-            if used_stdin:
-                raise InputError("'-' (stdin) given twice.")
-            texts.extend(read_lines(sys.stdin))
-        else:
-            try:
-                with open(args.input, encoding="utf-8") as fh:
-                    texts.extend(read_lines(fh))
-            except FileNotFoundError:
-                raise InputError(f"--input {args.input}: no such file.") from None
-            except (OSError, UnicodeDecodeError) as e:
-                raise InputError(f"--input {args.input}: cannot read it as UTF-8 text ({e}).") from e
+        texts.extend(read_lines(sys.stdin) if args.input == "-" else _read_file(args.input))
     if not texts:
         raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' to read stdin.")
     return texts
+
+
+def _read_file(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return read_lines(fh)
+    except FileNotFoundError:
+        raise InputError(f"--input {path}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--input {path}: cannot read it as UTF-8 text ({e}).") from e
 
 
 def _split_pair(text: str, n: int) -> tuple[str, str]:
@@ -84,99 +257,6 @@ def _split_pair(text: str, n: int) -> tuple[str, str]:
     if len(parts) != 2:
         raise InputError(f"input {n}: with --pairs every text needs exactly one TAB between its two parts.")
     return parts[0], parts[1]
-
-
-def run_run(args: argparse.Namespace) -> int:
-    """Load the bundle, run it on the texts and print the results; returns the exit code."""
-    from . import load
-
-    texts = _collect_texts(args)
-    options: dict[str, Any] = {"threads": args.threads, "verify": not args.no_verify}
-    if args.long_text:
-        options["long_text"] = args.long_text
-    pipe = load(args.bundle, **options)
-    task = pipe.manifest.task
-    if args.similarity and task != "embedding":
-        raise InputError(f"--similarity needs an embedding bundle; {args.bundle} is {task}.")
-    items: list[Any] = texts
-    if task == "question-answering":
-        if args.question is not None:
-            items = [(args.question, t) for t in texts]
-        elif args.pairs:
-            items = [_split_pair(t, n) for n, t in enumerate(texts)]
-        else:
-            raise InputError(
-                "question answering needs --question Q (texts are contexts) or --pairs (question<TAB>context)."
-            )
-    elif args.pairs:
-        items = [_split_pair(t, n) for n, t in enumerate(texts)]
-    out = sys.stdout
-    if task == "embedding":
-        vectors = pipe(items)
-        if args.similarity:
-            _print_similarity(texts, vectors, args.json, out)
-        else:
-            for text, vec in zip(texts, vectors, strict=True):
-                if args.json:
-                    _json_line(out, {"text": text, "embedding": [float(x) for x in vec]})
-                else:
-                    head = ", ".join(f"{x:.4f}" for x in vec[:6])
-                    out.write(f"{text}\t[{head}, ...] ({vec.shape[0]} dims)\n")
-        _note_truncated(pipe)
-        return 0
-    if task == "feature-extraction":
-        for text, states in zip(texts, pipe(items), strict=True):
-            if args.json:
-                _json_line(out, {"text": text, "last_hidden_state": states.tolist()})
-            else:
-                out.write(f"{text}\t{states.shape[0]} tokens x {states.shape[1]}\n")
-        _note_truncated(pipe)
-        return 0
-    results = _run_task(pipe, task, items, args)
-    for text, result in zip(texts, results, strict=True):
-        if args.json:
-            _json_line(out, {"text": text, "result": result})
-        else:
-            out.write(f"{text}\t{_human(task, result)}\n")
-    return 0
-
-
-def _run_task(pipe: Any, task: str, items: list[Any], args: argparse.Namespace) -> list[Any]:
-    if task == "sequence-classification":
-        return list(pipe(items, top_k=args.top_k if args.top_k is not None else 1))
-    if task == "token-classification":
-        return list(pipe(items, aggregation_strategy=args.aggregation or "simple"))
-    if task == "question-answering":
-        return list(pipe(items, top_k=args.top_k or 1))
-    return list(pipe(items, top_k=args.top_k or 5))
-
-
-def _human(task: str, result: Any) -> str:
-    if task == "sequence-classification":
-        rows = result if isinstance(result, list) else [result]
-        return ", ".join(f"{r['label']} {r['score']:.4f}" for r in rows) + _cut(rows)
-    if task == "token-classification":
-        if not result:
-            return "(no entities)"
-        return "; ".join(
-            f"{e.get('entity_group', e.get('entity'))} {e['word']!r} [{e['start']}:{e['end']}] {e['score']:.3f}"
-            for e in result
-        ) + _cut(result)
-    if task == "question-answering":
-        rows = result if isinstance(result, list) else [result]
-        return "; ".join(f"{r['answer']!r} [{r['start']}:{r['end']}] {r['score']:.4f}" for r in rows) + _cut(rows)
-    masks = result if result and isinstance(result[0], list) else [result]
-    return " | ".join(", ".join(f"{c['token_str']} {c['score']:.4f}" for c in row) for row in masks)
-
-
-def _cut(rows: list[dict[str, Any]]) -> str:
-    return " (truncated)" if any(r.get("truncated") for r in rows) else ""
-
-
-def _note_truncated(pipe: Any) -> None:
-    cut = [i for i, t in enumerate(getattr(pipe, "last_truncated", [])) if t]
-    if cut:
-        print(f"edgebert: note: input(s) {', '.join(map(str, cut))} were truncated", file=sys.stderr)
 
 
 def _print_similarity(texts: list[str], vectors: np.ndarray, as_json: bool, out: TextIO) -> None:

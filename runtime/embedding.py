@@ -6,59 +6,45 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .pipeline import Pipeline, stitch_windows
-
-POOLING_MODES = ("mean", "cls", "max")
-
-
-def pool(hidden: np.ndarray, mode: str) -> np.ndarray:
-    """Pool one text's token states (seq, dim) into a vector (dim,). Padding is already sliced off."""
-    if mode == "cls":
-        return hidden[0]
-    if mode == "max":
-        return hidden.max(axis=0)
-    return hidden.mean(axis=0, dtype=np.float64).astype(np.float32)
+from .pipeline import Pipeline, checked_options
+from .pooling import normalize, pool, pooling_of
+from .windows import stitch_windows
 
 
 class EmbeddingPipeline(Pipeline):
     """Text -> one float32 vector per text, pooled and normalized as the model was trained.
 
     ``pipe(texts)`` returns an array (N, D). Texts longer than the model's maximum are handled by
-    ``long_text``: "truncate" (warn; see :attr:`last_truncated`), "chunk" (token-weighted mean of the
-    windows' pooled vectors, then normalized) or "error". :attr:`last_truncated` describes the most
-    recent call; when one pipeline is shared between threads, use :meth:`embed_with_flags` instead.
+    ``long_text``: "truncate" (warn once; :meth:`embed_with_flags` tells which texts were cut), "chunk"
+    (token-weighted mean of the windows' pooled vectors, then normalized) or "error".
     """
 
     task: ClassVar[str] = "embedding"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        pooling = dict(self.manifest.pooling or {})
-        self.pooling_mode = str(pooling.get("mode", "mean"))
-        self.normalize = bool(pooling.get("normalize", False))
-        self.last_truncated: list[bool] = []
+    def setup(self) -> None:
+        self.pooling_mode, self.normalize = pooling_of(self.manifest.pooling)
 
     @property
     def dimension(self) -> int:
-        shape = self.session.get_outputs()[0].shape
-        return int(shape[-1]) if isinstance(shape[-1], int) else -1
+        width = self.engine.output_width("last_hidden_state")
+        return width if width is not None else -1
 
+    @checked_options
     def __call__(self, texts: Any) -> np.ndarray:
         items, single = self.prepare(texts)
-        vectors, truncated = self._embed(items)
-        self.last_truncated = truncated
+        vectors, _ = self._embed(items)
         return vectors[0] if single else vectors
 
+    @checked_options
     def embed_with_flags(self, texts: Any) -> tuple[np.ndarray, list[bool]]:
-        """Vectors (N, D) and, per text, whether it was truncated (thread-safe; no shared state)."""
+        """Vectors (N, D) and, per text, whether it was truncated."""
         items, _ = self.prepare(texts)
         return self._embed(items)
 
     def _embed(self, items: list[Any]) -> tuple[np.ndarray, list[bool]]:
         if not items:
             return np.zeros((0, max(self.dimension, 0)), dtype=np.float32), []
-        encodings = self.encoder.encode(items)
-        self.check_call_tokens(encodings)
+        encodings = self.encode_checked(items)
         per_item, truncated = self.plan_windows(items, encodings)
         vecs = []
         for outs in self.forward_windows(per_item, reduce=self._reduce):
@@ -71,7 +57,7 @@ class EmbeddingPipeline(Pipeline):
             vecs.append((parts * weights[:, None]).sum(0) / weights.sum())
         out = np.stack(vecs).astype(np.float32)
         if self.normalize:
-            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            out = normalize(out)
         return out, truncated
 
     def _reduce(self, enc: Any, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,24 +69,24 @@ class EmbeddingPipeline(Pipeline):
 class FeatureExtractionPipeline(Pipeline):
     """Text -> the last hidden state of each token: a list of float32 arrays (tokens, hidden).
 
-    Long texts: "truncate" keeps the first window (see :attr:`last_truncated`); "chunk" stitches the
-    windows token by token (each token from the window where it has the most context), so the array
-    has one row per token of the whole text; "error" raises.
+    Long texts: "truncate" keeps the first window (:meth:`extract_with_flags` tells which texts were
+    cut); "chunk" stitches the windows token by token (each token from the window where it has the most
+    context), so the array has one row per token of the whole text; "error" raises.
     """
 
     task: ClassVar[str] = "feature-extraction"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.last_truncated: list[bool] = []
-
+    @checked_options
     def __call__(self, texts: Any) -> list[np.ndarray]:
+        return self.extract_with_flags(texts)[0]
+
+    @checked_options
+    def extract_with_flags(self, texts: Any) -> tuple[list[np.ndarray], list[bool]]:
+        """Per text its token states, and whether it was truncated."""
         items, _ = self.prepare(texts)
         if not items:
-            self.last_truncated = []
-            return []
-        encodings = self.encoder.encode(items)
-        self.check_call_tokens(encodings)
+            return [], []
+        encodings = self.encode_checked(items)
         per_item, truncated = self.plan_windows(items, encodings)
         grouped = self.forward_windows(per_item)
         out = []
@@ -110,5 +96,4 @@ class FeatureExtractionPipeline(Pipeline):
             else:
                 mapping = stitch_windows(full, windows, self.stride)
                 out.append(np.stack([outs[k]["last_hidden_state"][pos] for k, pos in mapping]))
-        self.last_truncated = truncated
-        return out
+        return out, truncated

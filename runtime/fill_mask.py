@@ -9,10 +9,11 @@ from typing import Any, ClassVar
 import numpy as np
 from tokenizers import Encoding
 
-from edgebert.errors import EdgebertError, InputError
+from edgebert.errors import BundleError, ConfigError, InputError
 
 from .classification import check_top_k, softmax
-from .pipeline import Pipeline, stitch_windows
+from .pipeline import Pipeline, checked_options
+from .windows import stitch_windows
 
 _CLEANUPS = (
     (" .", "."),
@@ -39,23 +40,26 @@ class FillMaskPipeline(Pipeline):
 
     task: ClassVar[str] = "fill-mask"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, bundle: Any, **common: Any) -> None:
+        self._default_limits = common.get("limits") is None
+        super().__init__(bundle, **common)
+
+    def setup(self) -> None:
         record = self.manifest.tokenizer
         tok = self.encoder.tokenizer
         self.mask_token = str(record.get("mask_token") or "[MASK]")
         mask_id = record.get("mask_id")
         self.mask_id = int(mask_id) if mask_id is not None else tok.token_to_id(self.mask_token)
         if self.mask_id is None:
-            raise EdgebertError(f"{self.path}: the tokenizer has no mask token; this is not a fill-mask bundle.")
+            raise BundleError(f"{self.path}: the tokenizer has no mask token; this is not a fill-mask bundle.")
         self.cleanup = bool(record.get("clean_up_tokenization_spaces", False))
-        if kwargs.get("limits") is None:
+        if self._default_limits:
             # One batch's logits are (tokens x vocabulary) floats: keep them near 256 MB by default.
-            vocab = self.session.get_outputs()[0].shape[-1]
-            vocab = vocab if isinstance(vocab, int) and vocab > 0 else tok.get_vocab_size()
+            vocab = self.engine.output_width("logits") or tok.get_vocab_size()
             budget = max(self.max_length, (256 << 20) // (4 * max(1, vocab)))
             self.limits = dataclasses.replace(self.limits, max_batch_tokens=min(self.limits.max_batch_tokens, budget))
 
+    @checked_options
     def __call__(self, texts: Any, *, top_k: int = 5, targets: Sequence[str] | str | None = None) -> Any:
         top_k = int(check_top_k(top_k, allow_none=False) or 1)
         target_ids = self._target_ids(targets)
@@ -149,7 +153,7 @@ class FillMaskPipeline(Pipeline):
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-            raise InputError("targets must be a string or a list of strings (vocabulary tokens).")
+            raise ConfigError("targets must be a string or a list of strings (vocabulary tokens).")
         tok = self.encoder.tokenizer
         ids = []
         for t in targets:

@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgebert.errors import IsaMismatchWarning
+
 ISAS = ("avx512_vnni", "avx_vnni", "avx2", "x86_64", "arm64_dotprod", "arm64", "unknown")
 # ISAs whose int8 GEMM accumulates u8 x s8 pairs without saturation (no reduce_range needed).
 SATURATION_FREE = frozenset({"avx512_vnni", "avx_vnni", "arm64_dotprod", "arm64"})
-
-
-class IsaMismatchWarning(UserWarning):
-    """An int8 bundle was tuned for another CPU instruction set than the one it runs on."""
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:

@@ -1,84 +1,72 @@
-"""The pipeline base: bundle loading, sessions, length-sorted batching and the long-text policy."""
+"""The pipeline base: a bundle opened on an engine, with length-sorted batching and the long-text policy.
+
+A task pipeline (embedding.py, classification.py, ...) only turns inputs into encodings and graph
+outputs into results; what a task is (outputs, pairs, default long-text policy) comes from the task
+registry (:mod:`edgebert.runtime.tasks`), how a graph runs from the engine seam
+(:mod:`edgebert.runtime.engines`). A pipeline keeps no per-call state: one may be shared by threads.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding
 
-from edgebert.errors import BundleError, EdgebertError, InputError, LimitError, LongTextError
+from edgebert.errors import (
+    BundleError,
+    ConfigError,
+    InputError,
+    IsaMismatchWarning,
+    LimitError,
+    LongTextError,
+    TruncationWarning,
+)
 
-from .bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, resolve_member, verify_checksums
-from .isa import IsaMismatchWarning, isa_mismatch
-from .session import create_session, run_session
+from .batching import BatchLimits, plan_batches
+from .bundle import read_manifest, resolve_member, verify_checksums
+from .engines import Engine, engine_factory, open_engine
+from .isa import isa_mismatch
+from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
+from .safety import check_model
+from .tasks import LONG_TEXT_POLICIES, LongTextPolicy, get_task
 from .tokenize import TextEncoder, TextInput, as_transformers, load_tokenizer, normalize_inputs
 from .truncation import truncate_pair
 
-LongTextPolicy = Literal["truncate", "chunk", "error"]
 Reducer = Callable[[Encoding, dict[str, np.ndarray]], dict[str, np.ndarray]]
-LONG_TEXT_POLICIES: tuple[str, ...] = ("truncate", "chunk", "error")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class EdgebertWarning(UserWarning):
-    """Warnings edgebert emits (truncation, ISA mismatch, ...)."""
+def checked_options(method: F) -> F:
+    """Turn an unknown keyword option of a pipeline call into a :class:`ConfigError` listing the valid ones."""
+    params = inspect.signature(method).parameters
+    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
 
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        unknown = [k for k in kwargs if k not in valid]
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"valid options: {', '.join(valid)}."
+            )
+        return method(self, *args, **kwargs)
 
-@dataclass(frozen=True)
-class BatchLimits:
-    """How calls are split into batches, and what one call may ask for.
-
-    ``max_batch_size`` and ``max_batch_tokens`` (padded batch x sequence) bound one forward pass;
-    ``max_call_texts``, ``max_call_chars`` (checked before tokenizing: tokenizing a huge string is
-    itself the big allocation) and ``max_call_tokens`` bound one call and raise :class:`LimitError`.
-    """
-
-    max_batch_size: int = 32
-    max_batch_tokens: int = 16_384
-    max_call_texts: int = 100_000
-    max_call_tokens: int = 10_000_000
-    max_call_chars: int = 1_000_000
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_batch_tokens", "max_call_texts", "max_call_tokens", "max_call_chars"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise EdgebertError(f"BatchLimits.{name}={value!r}; it must be a positive integer.")
-
-
-def plan_batches(lengths: Sequence[int], limits: BatchLimits) -> list[list[int]]:
-    """Group item indices into batches: longest first, each batch bounded by size and padded tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        n = max(1, lengths[i])
-        width = max(longest, n)
-        if current and (
-            len(current) + 1 > limits.max_batch_size or width * (len(current) + 1) > limits.max_batch_tokens
-        ):
-            batches.append(current)
-            current, width = [], n
-        current.append(i)
-        longest = width
-    if current:
-        batches.append(current)
-    return batches
+    return wrapper  # type: ignore[return-value]
 
 
 class Pipeline:
     """Base class of the task pipelines. Use :func:`edgebert.load` to get one."""
 
     task: ClassVar[str] = ""
-    allow_pairs: ClassVar[bool] = False
     truncation_strategy: ClassVar[str] = "longest_first"
     pair_truncation_strategy: ClassVar[str] = "only_second"  # how pairs are cut into windows ("chunk")
     truncate_pairs_longest_first: ClassVar[bool] = True  # "truncate" cuts pairs as transformers' truncation=True
@@ -88,55 +76,70 @@ class Pipeline:
         bundle: str | os.PathLike[str],
         *,
         manifest: Manifest | None = None,
+        engine: str = "onnxruntime",
         threads: int | None = None,
         verify: bool = True,
         warmup: bool = False,
-        long_text: LongTextPolicy = "truncate",
+        long_text: LongTextPolicy | None = None,
         stride: int | None = None,
         limits: BatchLimits | None = None,
     ) -> None:
         self.path = Path(bundle)
         self.manifest = manifest if manifest is not None else read_manifest(self.path)
-        if long_text not in LONG_TEXT_POLICIES:
-            raise EdgebertError(f"long_text={long_text!r}; choose one of {', '.join(LONG_TEXT_POLICIES)}.")
-        self.long_text: LongTextPolicy = long_text
-        if stride is not None and (not isinstance(stride, int) or isinstance(stride, bool)):
-            raise EdgebertError(f"stride={stride!r}; give a non-negative integer (tokens shared by windows).")
+        self.spec = get_task(self.manifest.task)
+        self.allow_pairs = self.spec.pairs
+        self.long_text: LongTextPolicy = _check_long_text(long_text if long_text is not None else self.spec.long_text)
         if limits is not None and not isinstance(limits, BatchLimits):
-            raise EdgebertError(f"limits={limits!r}; give edgebert.BatchLimits(...).")
+            raise ConfigError(f"limits={limits!r}; give edgebert.BatchLimits(...).")
         self.limits = limits or BatchLimits()
-        if verify:
-            verify_checksums(self.path, self.manifest)
-        isa_message = isa_mismatch(self.manifest)  # an int8 bundle tuned for another kind of CPU
-        if isa_message:
-            warnings.warn(isa_message, IsaMismatchWarning, stacklevel=_caller_level())
-        model = resolve_member(self.path, MODEL_FILE)
-        tokenizer = load_tokenizer(resolve_member(self.path, TOKENIZER_FILE))
-        self.encoder = TextEncoder(tokenizer, self.manifest)
-        self.session = create_session(model, threads=threads)
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        graph_inputs = {i.name for i in self.session.get_inputs()}
-        if graph_inputs != set(self.manifest.inputs):
+        engine_factory(engine)  # import the engine (and check its name) before reading the files
+        model = self._open_files(verify)
+        self.engine: Engine = open_engine(model, engine=engine, threads=threads, check=False)
+        self.output_names = self.engine.output_names
+        if set(self.engine.input_names) != set(self.manifest.inputs):
             raise BundleError(
-                f"{self.path}: the graph's inputs {sorted(graph_inputs)} differ from the manifest's "
+                f"{self.path}: the graph's inputs {sorted(self.engine.input_names)} differ from the manifest's "
                 f"{list(self.manifest.inputs)}; the bundle is inconsistent. Re-export it."
             )
         self.max_length = self.manifest.max_length
-        window = self.max_length - self.encoder.tokenizer.num_special_tokens_to_add(self.allow_pairs)
-        self.stride = stride if stride is not None else max(0, min(128, window // 4))
-        if self.stride < 0 or self.stride >= window:
-            raise EdgebertError(f"stride={self.stride} must be >= 0 and < {window} (the window size).")
-        # Tokenizers that cut long texts into windows: built on first use (most calls never need them).
-        self._window_tokenizers: dict[bool, Tokenizer] = {}
-        self._window_lock = threading.Lock()
+        self.stride = self._check_stride(stride)
         self._warned = False
         self._warn_lock = threading.Lock()
+        self.setup()
         if warmup:
             self.warmup()
 
+    def setup(self) -> None:
+        """Task-specific set-up from the manifest and the engine (labels, pooling, ...); runs at load."""
+
+    def _open_files(self, verify: bool) -> Path:
+        """Checksums (when ``verify``), the graph safety check (once), the ISA warning, the tokenizer."""
+        if verify:
+            verify_checksums(self.path, self.manifest)  # checks the graph's safety too
+        model = resolve_member(self.path, MODEL_FILE)
+        if not verify:
+            check_model(model)
+        isa_message = isa_mismatch(self.manifest)  # an int8 bundle tuned for another kind of CPU
+        if isa_message:
+            warnings.warn(isa_message, IsaMismatchWarning, stacklevel=caller_level())
+        self.encoder = TextEncoder(load_tokenizer(resolve_member(self.path, TOKENIZER_FILE)), self.manifest)
+        return model
+
+    def _check_stride(self, stride: int | None) -> int:
+        window = self.max_length - self.encoder.tokenizer.num_special_tokens_to_add(self.allow_pairs)
+        if stride is None:
+            return self.default_stride(window)
+        if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < window:
+            raise ConfigError(f"stride={stride!r}; give an integer >= 0 and < {window} (the window size in tokens).")
+        return stride
+
+    def default_stride(self, window: int) -> int:
+        """Tokens shared by neighbouring windows when ``stride`` is not given."""
+        return max(0, min(128, window // 4))
+
     # ------------------------------------------------------------------ helpers for subclasses
     def warmup(self) -> None:
-        """Run one small batch so that the first real call does not pay ONNX Runtime's set-up cost."""
+        """Run one small batch so that the first real call does not pay the engine's set-up cost."""
         self.forward(self.encoder.encode(["warm up"]))
 
     def prepare(self, inputs: Any) -> tuple[list[TextInput], bool]:
@@ -166,16 +169,22 @@ class Pipeline:
                 "split the call or raise it with limits=BatchLimits(max_call_tokens=...)."
             )
 
+    def encode_checked(self, items: Sequence[TextInput]) -> list[Encoding]:
+        """Tokenize a call's items (untruncated) and apply the per-call token limit."""
+        encodings = self.encoder.encode(items)
+        self.check_call_tokens(encodings)
+        return encodings
+
     def warn_truncated(self, count: int) -> None:
         with self._warn_lock:
             if self._warned:
                 return
             self._warned = True
         warnings.warn(
-            f"{count} text(s) longer than the model's maximum of {self.max_length} tokens were truncated "
-            "(results say truncated=True). Use long_text='chunk' to cover the whole text, or 'error'.",
-            EdgebertWarning,
-            stacklevel=_caller_level(),
+            f"{count} text(s) longer than the model's maximum of {self.max_length} tokens were truncated. "
+            "Use long_text='chunk' to cover the whole text, or 'error'.",
+            TruncationWarning,
+            stacklevel=caller_level(),
         )
 
     def long_items(self, encodings: Sequence[Encoding]) -> list[int]:
@@ -207,32 +216,24 @@ class Pipeline:
                 if fast is not None:
                     out.append([fast])
                     continue
-            tok = self._window_tokenizer(slide_second)
-            try:
-                enc = tok.encode(item[0], item[1]) if isinstance(item, tuple) else tok.encode(item)
-            except BaseException as e:  # tokenizers' Rust panics arrive as pyo3 PanicException(BaseException)
-                if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                    raise
-                if isinstance(item, tuple):
-                    raise LongTextError(
-                        f"the first text of the pair is too long to leave room for windows over the second "
-                        f"with stride={self.stride} in {self.max_length} tokens; shorten it or lower stride ({e})."
-                    ) from e
-                raise InputError(f"the tokenizer could not split the input into windows ({e}).") from e
+            enc = self._window_encode(item, slide_second)
             out.append([enc] if first_only else [enc, *enc.overflowing])
         return out
 
-    def _window_tokenizer(self, slide_second: bool) -> Tokenizer:
-        """The tokenizer with truncation + stride: longest-first, or only-second for sliding over pairs."""
-        with self._window_lock:
-            tok = self._window_tokenizers.get(slide_second)
-            if tok is None:
-                # a copy of the loaded (verified) tokenizer: the bundle's file is not read again
-                tok = Tokenizer.from_str(self.encoder.tokenizer.to_str())
-                strategy = self.pair_truncation_strategy if slide_second else self.truncation_strategy
-                tok.enable_truncation(self.max_length, stride=self.stride, strategy=strategy)
-                self._window_tokenizers[slide_second] = tok
-            return tok
+    def _window_encode(self, item: TextInput, slide_second: bool) -> Encoding:
+        strategy = self.pair_truncation_strategy if slide_second else self.truncation_strategy
+        tok = self.encoder.truncating(self.max_length, stride=self.stride, strategy=strategy)
+        try:
+            return tok.encode(item[0], item[1]) if isinstance(item, tuple) else tok.encode(item)
+        except BaseException as e:  # tokenizers' Rust panics arrive as pyo3 PanicException(BaseException)
+            if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            if isinstance(item, tuple):
+                raise LongTextError(
+                    f"the first text of the pair is too long to leave room for windows over the second "
+                    f"with stride={self.stride} in {self.max_length} tokens; shorten it or lower stride ({e})."
+                ) from e
+            raise InputError(f"the tokenizer could not split the input into windows ({e}).") from e
 
     def plan_windows(
         self, items: Sequence[TextInput], encodings: Sequence[Encoding]
@@ -248,11 +249,8 @@ class Pipeline:
         if long:
             cut = self.long_text == "truncate"
             for i, ws in zip(long, self.windows([items[i] for i in long], first_only=cut), strict=True):
-                if self.long_text == "truncate":
-                    per_item[i] = ws[:1]
-                    truncated[i] = True
-                else:
-                    per_item[i] = ws
+                per_item[i] = ws[:1] if cut else ws
+                truncated[i] = cut
             if any(truncated):
                 self.warn_truncated(sum(truncated))
         return per_item, truncated
@@ -273,84 +271,42 @@ class Pipeline:
     def forward(self, encodings: Sequence[Encoding], reduce: Reducer | None = None) -> list[dict[str, np.ndarray]]:
         """Run the graph over encodings in length-sorted batches; per-item outputs in input order.
 
-        Each item's outputs are sliced to its own length along the sequence axis. ``reduce(encoding,
-        outputs)``, when given, is applied to each item as soon as its batch has run and only its
-        result is kept (so that e.g. a masked LM's (tokens x vocabulary) logits do not pile up).
+        Each item's per-token outputs are sliced to its own length. ``reduce(encoding, outputs)``, when
+        given, is applied to each item as soon as its batch has run and only its result is kept (so that
+        e.g. a masked LM's (tokens x vocabulary) logits do not pile up).
         """
         out: list[dict[str, np.ndarray]] = [{} for _ in encodings]
         for batch in plan_batches([len(e.ids) for e in encodings], self.limits):
-            feeds = self.encoder.feeds([encodings[i] for i in batch])
-            results = run_session(self.session, feeds)
+            results = self.engine.run(self.encoder.feeds([encodings[i] for i in batch]))
             for row, i in enumerate(batch):
                 n = len(encodings[i].ids)
-                item = {}
-                for name, value in zip(self.output_names, results, strict=True):
-                    per_token = value.ndim >= 3 or name in _SEQUENCE_OUTPUTS
-                    item[name] = value[row, :n] if per_token else value[row]
+                item = {
+                    name: value[row, :n] if self.spec.per_token(name) else value[row] for name, value in results.items()
+                }
                 out[i] = reduce(encodings[i], item) if reduce is not None else item
-            del results, feeds
+            del results
         return out
 
     def __repr__(self) -> str:
         m = self.manifest
-        return f"{type(self).__name__}({str(self.path)!r}, task={m.task!r}, precision={m.precision!r})"
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, task={m.task!r}, precision={m.precision!r}, "
+            f"engine={self.engine.name!r}, threads={self.engine.threads})"
+        )
 
 
-_SEQUENCE_OUTPUTS = frozenset({"start_logits", "end_logits"})
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+def _check_long_text(policy: Any) -> LongTextPolicy:
+    if policy not in LONG_TEXT_POLICIES:
+        raise ConfigError(f"long_text={policy!r}; choose one of {', '.join(LONG_TEXT_POLICIES)}.")
+    return policy
 
 
-def _caller_level() -> int:
-    """``stacklevel`` for a warning issued by the caller of this function that points at user code."""
+def caller_level() -> int:
+    """``stacklevel`` for a warning issued by the caller of this function that points at user code
+    (the first frame outside edgebert, by module name: source checkouts and installs alike)."""
     frame = sys._getframe(1)  # the function calling warnings.warn: stacklevel 1
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "edgebert":
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
-
-
-def stitch_windows(full: Encoding, windows: Sequence[Encoding], stride: int) -> list[tuple[int, int]]:
-    """Map every token of the untruncated single-text encoding to (window, position in that window).
-
-    Windows come from the tokenizer's overflow (window k+1 starts ``stride`` content tokens before
-    window k ends). A token covered by several windows is taken from the one where it has the most
-    context on both sides (ties: the earlier window), so overlaps yield each token exactly once.
-    """
-    content = [i for i, s in enumerate(full.sequence_ids) if s is not None]
-    best: dict[int, tuple[int, int, int]] = {}  # content index -> (context, window, position)
-    start = 0
-    spans: list[list[int]] = []
-    for k, w in enumerate(windows):
-        positions = [i for i, s in enumerate(w.sequence_ids) if s is not None]
-        spans.append(positions)
-        for j, pos in enumerate(positions):
-            g = start + j
-            if g >= len(content) or w.ids[pos] != full.ids[content[g]]:
-                raise EdgebertError(
-                    "internal error: the tokenizer's windows do not line up with the whole text; "
-                    "report this with the text, or use long_text='truncate'."
-                )
-            context = min(j, len(positions) - 1 - j)
-            if g not in best or context > best[g][0]:
-                best[g] = (context, k, pos)
-        start += len(positions) - stride
-    if len(best) != len(content):
-        raise EdgebertError("internal error: the tokenizer's windows do not cover the whole text.")
-    mapping: list[tuple[int, int]] = []
-    content_index = {p: g for g, p in enumerate(content)}
-    first, last = (content[0], content[-1]) if content else (len(full.ids), -1)
-    tail = [i for i, s in enumerate(windows[-1].sequence_ids) if s is None and (not spans[-1] or i > spans[-1][-1])]
-    head = [i for i, s in enumerate(windows[0].sequence_ids) if s is None and (not spans[0] or i < spans[0][0])]
-    for i in range(len(full.ids)):
-        if i < first:
-            mapping.append((0, head[i]))
-        elif i > last:
-            mapping.append((len(windows) - 1, tail[i - last - 1]))
-        else:
-            index = content_index.get(i)
-            if index is None:
-                raise EdgebertError("internal error: a special token inside the text cannot be stitched.")
-            _, k, pos = best[index]
-            mapping.append((k, pos))
-    return mapping

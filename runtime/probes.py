@@ -49,30 +49,39 @@ class ProbeResult:
 
 
 def replay_probes(pipeline: Any) -> list[ProbeResult]:
-    """Run every golden probe of the pipeline's bundle through its encoder and session."""
-    results: list[ProbeResult] = []
+    """Run every golden probe of the pipeline's bundle through its encoder and engine."""
     probes = pipeline.manifest.probes
     if not probes:
         raise BundleError(f"{pipeline.path}: the manifest holds no golden probes to replay. Re-export the bundle.")
-    for probe in probes:
-        raw = probe["input"]
-        item: str | tuple[str, str] = raw if isinstance(raw, str) else (str(raw[0]), str(raw[1]))
-        encodings = pipeline.encoder.encode([item])
-        outputs = pipeline.forward(encodings)[0]
-        worst = 0.0
-        for name, expected in probe["outputs"].items():
-            if name not in outputs:
-                raise BundleError(f"{pipeline.path}: probe expects output {name!r}, which the graph lacks.")
-            actual = np.asarray(outputs[name], dtype=np.float64)
-            if list(actual.shape) != list(expected["shape"]):
-                worst = float("inf")
-                continue
-            got = actual.ravel()[np.asarray(expected["index"], dtype=np.int64)]
-            if got.size:
-                worst = max(worst, float(np.max(np.abs(got - np.asarray(expected["values"])))))
-        atol = float(probe.get("atol", 1e-3))
-        results.append(ProbeResult(input=item, max_abs_diff=worst, atol=atol, ok=worst <= atol))
+    results: list[ProbeResult] = []
+    for n, probe in enumerate(probes):
+        try:
+            results.append(_replay(pipeline, probe))
+        except (KeyError, IndexError, TypeError, ValueError) as e:  # a hand-edited or hostile manifest
+            raise BundleError(
+                f"{pipeline.path}: golden probe {n} in the manifest is malformed ({type(e).__name__}: {e}). "
+                "Re-export the bundle."
+            ) from e
     return results
+
+
+def _replay(pipeline: Any, probe: Any) -> ProbeResult:
+    raw = probe["input"]
+    item: str | tuple[str, str] = raw if isinstance(raw, str) else (str(raw[0]), str(raw[1]))
+    outputs = pipeline.forward(pipeline.encoder.encode([item]))[0]
+    worst = 0.0
+    for name, expected in probe["outputs"].items():
+        if name not in outputs:
+            raise BundleError(f"{pipeline.path}: probe expects output {name!r}, which the graph lacks.")
+        actual = np.asarray(outputs[name], dtype=np.float64)
+        if list(actual.shape) != list(expected["shape"]):
+            worst = float("inf")
+            continue
+        got = actual.ravel()[np.asarray(expected["index"], dtype=np.int64)]
+        if got.size:
+            worst = max(worst, float(np.max(np.abs(got - np.asarray(expected["values"], dtype=np.float64)))))
+    atol = float(probe.get("atol", 1e-3))
+    return ProbeResult(input=item, max_abs_diff=worst, atol=atol, ok=worst <= atol)
 
 
 def verify_bundle(bundle: str | os.PathLike[str], *, threads: int | None = 1) -> list[ProbeResult]:

@@ -9,18 +9,16 @@ default (``long_text="chunk"``); "truncate" scores only the first window and mar
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from tokenizers import Encoding
 
-from edgebert.errors import InputError
+from edgebert.errors import ConfigError, InputError
 
-from .bundle import Manifest, read_manifest
 from .classification import check_top_k
-from .pipeline import LongTextPolicy, Pipeline
+from .pipeline import Pipeline, checked_options
 
 
 def decode_spans(
@@ -52,25 +50,16 @@ class QuestionAnsweringPipeline(Pipeline):
     """
 
     task: ClassVar[str] = "question-answering"
-    allow_pairs: ClassVar[bool] = True
     truncate_pairs_longest_first: ClassVar[bool] = False  # the question stays whole; only the context is cut
 
-    def __init__(
-        self,
-        bundle: str | os.PathLike[str],
-        *,
-        manifest: Manifest | None = None,
-        long_text: LongTextPolicy = "chunk",
-        stride: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        manifest = manifest if manifest is not None else read_manifest(bundle)
-        if stride is None:
-            stride = min(manifest.max_length // 2, 128)
-        super().__init__(bundle, manifest=manifest, long_text=long_text, stride=stride, **kwargs)
+    def default_stride(self, window: int) -> int:
+        return min(self.max_length // 2, 128)  # transformers' doc_stride
+
+    def setup(self) -> None:
         cls_token = self.manifest.tokenizer.get("cls_token")
         self.cls_id = self.encoder.tokenizer.token_to_id(str(cls_token)) if cls_token is not None else None
 
+    @checked_options
     def __call__(
         self,
         *args: Any,
@@ -83,13 +72,12 @@ class QuestionAnsweringPipeline(Pipeline):
         pairs, single = _parse_inputs(args, question, context)
         top_k = int(check_top_k(top_k, allow_none=False) or 1)
         if not isinstance(max_answer_len, int) or isinstance(max_answer_len, bool) or max_answer_len < 1:
-            raise InputError(f"max_answer_len={max_answer_len!r}; give a positive integer.")
+            raise ConfigError(f"max_answer_len={max_answer_len!r}; give a positive integer.")
         if not pairs:
             return []
         self.check_call_size(pairs)
         items = list(pairs)
-        encodings = self.encoder.encode(items)
-        self.check_call_tokens(encodings)
+        encodings = self.encode_checked(items)
         per_item, truncated = self.plan_windows(items, encodings)
         grouped = self.forward_windows(per_item)
         results = []

@@ -17,10 +17,11 @@ from typing import Any, ClassVar
 import numpy as np
 from tokenizers import Encoding
 
-from edgebert.errors import EdgebertError, InputError
+from edgebert.errors import BundleError, ConfigError
 
 from .classification import softmax
-from .pipeline import Pipeline, stitch_windows
+from .pipeline import Pipeline, checked_options
+from .windows import stitch_windows
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
@@ -30,18 +31,21 @@ class TokenClassificationPipeline(Pipeline):
 
     task: ClassVar[str] = "token-classification"
 
-    def __init__(self, *args: Any, aggregation_strategy: str = "none", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, bundle: Any, *, aggregation_strategy: str = "none", **common: Any) -> None:
         self.aggregation_strategy = _check_aggregation(aggregation_strategy)
+        super().__init__(bundle, **common)
+
+    def setup(self) -> None:
         labels = self.manifest.labels
         if not labels:
-            raise EdgebertError(f"{self.path}: a token-classification bundle needs labels in its manifest.")
+            raise BundleError(f"{self.path}: a token-classification bundle needs labels in its manifest.")
         self.labels: tuple[str, ...] = labels
         tok = self.encoder.tokenizer
         unk = self.manifest.tokenizer.get("unk_token")
         self.unk_id = tok.token_to_id(str(unk)) if unk is not None else None
         self.word_aware = bool(getattr(tok.model, "continuing_subword_prefix", None))
 
+    @checked_options
     def __call__(
         self,
         texts: Any,
@@ -59,8 +63,7 @@ class TokenClassificationPipeline(Pipeline):
         items, single = self.prepare(texts)
         if not items:
             return []
-        encodings = self.encoder.encode(items)
-        self.check_call_tokens(encodings)
+        encodings = self.encode_checked(items)
         per_item, truncated = self.plan_windows(items, encodings)
         grouped = self.forward_windows(per_item)
         results = []
@@ -212,5 +215,5 @@ def _tag(name: str) -> tuple[str, str]:
 
 def _check_aggregation(strategy: str) -> str:
     if strategy not in AGGREGATIONS:
-        raise InputError(f"aggregation_strategy={strategy!r}; choose one of {', '.join(AGGREGATIONS)}.")
+        raise ConfigError(f"aggregation_strategy={strategy!r}; choose one of {', '.join(AGGREGATIONS)}.")
     return strategy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from tokenizers import Encoding, Tokenizer
 
 from edgebert.errors import BundleError, InputError
 
-from .bundle import MAX_TOKENIZER_BYTES, Manifest
+from .bundle import MAX_TOKENIZER_BYTES
+from .manifest import Manifest
 
 TextInput = str | tuple[str, str]
 
@@ -84,6 +86,29 @@ class TextEncoder:
         if pad_id is None:
             pad_id = tokenizer.token_to_id(str(manifest.tokenizer.get("pad_token", "[PAD]"))) or 0
         self.pad_id = int(pad_id)
+        # Copies of the tokenizer with truncation on, by (max_length, stride, strategy): the shared
+        # tokenizer itself is never toggled, so one encoder is safe to use from several threads.
+        self._truncating: dict[tuple[int, int, str], Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def truncating(self, max_length: int, *, stride: int = 0, strategy: str = "longest_first") -> Tokenizer:
+        """A copy of the tokenizer that truncates to ``max_length`` tokens (overflow windows overlap by
+        ``stride``); built once per setting and cached."""
+        key = (max_length, stride, strategy)
+        with self._lock:
+            tok = self._truncating.get(key)
+            if tok is None:
+                tok = Tokenizer.from_str(self.tokenizer.to_str())
+                tok.no_padding()
+                tok.enable_truncation(max_length, stride=stride, strategy=strategy)
+                self._truncating[key] = tok
+            return tok
+
+    def encode_truncated(self, items: Sequence[TextInput], max_length: int) -> list[Encoding]:
+        """Tokenize, cutting every item to ``max_length`` tokens (pairs longest-first, as transformers)."""
+        if not items:
+            return []
+        return list(self.truncating(max_length).encode_batch(as_transformers(items)))
 
     def encode(self, items: Sequence[TextInput], *, add_special_tokens: bool = True) -> list[Encoding]:
         """Tokenize without truncation (long-text policy is the caller's job)."""

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .bundle import Manifest, read_manifest
+from .bundle import read_manifest
+from .cli import check_positive
+from .manifest import Manifest
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Check every checksum, replay the golden probes; exit 0 when all match, 1 otherwise."""
     from .probes import verify_bundle
 
+    check_positive(args.threads, "--threads")
     results = verify_bundle(args.bundle, threads=args.threads)
     ok = all(r.ok for r in results)
     if args.json:

@@ -9,4 +9,4 @@ ruff check edgebert runtime export quantize benchmarks tests
 # Type-check the installed package (the package-dir mapping exists only there), from outside the repo.
 ROOT="$(pwd)"
 (cd "${TMPDIR:-/tmp}" && mypy --config-file "$ROOT/pyproject.toml" -p edgebert)
-pytest tests benchmarks/test_smoke.py -p no:cacheprovider "$@"
+pytest tests benchmarks/suites/test_smoke.py -p no:cacheprovider "$@"

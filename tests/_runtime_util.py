@@ -6,7 +6,10 @@ the fixture's name is ``clf_bundle``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _deps import require
 
 # Real, varied text: accents, CJK, emoji, punctuation, numbers, mixed case, short and long.
 TEXTS = [
@@ -59,13 +63,28 @@ PAIRS = [
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 
-PROHIBITED = ("torch", "transformers", "optimum", "onnx")
+# Top-level modules the runtime must never import: the export/quantize stack, other engines, serving stacks.
+PROHIBITED = (
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "openvino",
+    "ray",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "sentence_transformers",
+    "dill",
+    "joblib",
+)
 
 
 def make_bundle(tmp: Path, task: str, name: str, **config: Any) -> tuple[Path, Path]:
     """A tiny random bert model for ``task`` and its exported bundle: (model folder, bundle)."""
+    from tiny import make_tiny_model
+
     from edgebert.export import export_model
-    from edgebert.export.tiny import make_tiny_model
 
     model = make_tiny_model("bert", task, tmp / f"{name}-model", **config)
     bundle = tmp / f"{name}-bundle"
@@ -142,6 +161,31 @@ def copy_bundle(src: Path, dest: Path) -> Path:
     return dest
 
 
+def record_engine_runs(monkeypatch: pytest.MonkeyPatch, engine: Any = None) -> list[tuple[int, ...]]:
+    """The ``input_ids`` shape of every ``Engine.run`` from now on: of ``engine``, or else of every engine
+    that pipelines open while the test runs (a warm-up at load included)."""
+    import edgebert.runtime.pipeline as pipeline_module
+
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(target: Any) -> Any:
+        real = target.run
+
+        def run(feeds: Any, outputs: Any = None) -> Any:
+            shapes.append(tuple(feeds["input_ids"].shape))
+            return real(feeds, outputs)
+
+        monkeypatch.setattr(target, "run", run)
+        return target
+
+    if engine is not None:
+        spy(engine)
+    else:
+        opening = pipeline_module.open_engine
+        monkeypatch.setattr(pipeline_module, "open_engine", lambda *a, **k: spy(opening(*a, **k)))
+    return shapes
+
+
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (same venv); raises with its stderr on failure."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -149,3 +193,91 @@ def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProces
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# ----------------------------------------------------------------------------- hostile bundles
+@pytest.fixture(name="bundle")
+def fixture_bundle(tiny_bundle: Callable[..., Path], tmp_path: Path) -> Path:
+    """A private copy of the tiny embedding bundle, free to tamper with."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle("bert", "embedding"), dest)
+    return dest
+
+
+@pytest.fixture(name="no_ort")
+def fixture_no_ort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if ONNX Runtime is asked to open a model: the safety checks must refuse it first."""
+    import onnxruntime
+
+    def trap(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("ONNX Runtime was reached; the safety checks should have refused the model first")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", trap)
+
+
+def manifest_of(root: Path) -> dict[str, Any]:
+    return dict(json.loads((root / "edgebert.json").read_text()))
+
+
+def write_manifest(root: Path, data: dict[str, Any]) -> None:
+    (root / "edgebert.json").write_text(json.dumps(data))
+
+
+def resign(root: Path, extra: tuple[str, ...] = ()) -> None:
+    """Recompute the sha256 of every listed file (plus ``extra``): what an attacker would do."""
+    data = manifest_of(root)
+    for name in [*data["files"], *extra]:
+        data["files"][name] = hashlib.sha256((root / name).read_bytes()).hexdigest()
+    write_manifest(root, data)
+
+
+def refused(root: Path, pattern: str, *, verify: bool = True, error: type[Exception] | None = None) -> str:
+    """Loading ``root`` raises ``error`` (default BundleError) with a message matching ``pattern``."""
+    import edgebert
+    from edgebert.errors import BundleError
+
+    with pytest.raises(error or BundleError) as info:
+        edgebert.load(root, verify=verify, threads=1)
+    message = str(info.value)
+    assert re.search(pattern, message, re.IGNORECASE), message
+    return message
+
+
+def sparse_file(path: Path, size: int) -> None:
+    """A file of ``size`` bytes that occupies no disk (and is never read by a correct check)."""
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+def onnx_module() -> Any:
+    """onnx, to build hostile graphs (CI installs it: missing there is a failure)."""
+    return require("onnx", "editing ONNX graphs to build hostile bundles")
+
+
+def load_graph(root: Path) -> Any:
+    return onnx_module().load(str(root / "model.onnx"), load_external_data=False)
+
+
+def save_graph(root: Path, model: Any) -> None:
+    (root / "model.onnx").write_bytes(model.SerializeToString())
+
+
+def biggest_initializer(model: Any) -> Any:
+    return max(model.graph.initializer, key=lambda t: len(t.raw_data))
+
+
+def externalize(root: Path, location: str, target: Path, *, length_delta: int = 0) -> None:
+    """Move the largest initializer's bytes into ``target``, referenced as ``location``."""
+    onnx = onnx_module()
+    model = load_graph(root)
+    tensor = biggest_initializer(model)
+    data = tensor.raw_data
+    target.write_bytes(data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(data) + length_delta))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    save_graph(root, model)

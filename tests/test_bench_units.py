@@ -1,21 +1,29 @@
 """Unit tests of the benchmark harness pieces that need no model: shapes, interleaving, statistics,
-accuracy columns, FLOP counts, tables, regression comparison. No timed assertions."""
+post-processing, accuracy columns, derived columns, FLOP counts, tables, regression comparison, errors.
+No timed assertions."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from edgebert.benchmarks import report
-from edgebert.benchmarks.harness import BenchConfig, Progress, accuracy, interleave, stats
+from edgebert.benchmarks.accuracy import accuracy
+from edgebert.benchmarks.builders import INT8_RECIPES, edgebert_int8
+from edgebert.benchmarks.harness import REFERENCE, BenchConfig, Progress, derive_columns
 from edgebert.benchmarks.machine import forward_flops, model_dims
+from edgebert.benchmarks.runners import in_batches, postprocess, summarize
 from edgebert.benchmarks.variants import registry, select_variants
 from edgebert.benchmarks.workloads import CORPUS, Shape, parse_shapes
-from edgebert.errors import BenchmarkError
+from edgebert.cli import main
+from edgebert.errors import BenchmarkError, ConfigError, DataError
+from edgebert.runtime.timing import interleave, stats
 
 
 def test_parse_shapes_caps_at_max_length_and_drops_duplicates() -> None:
@@ -41,23 +49,35 @@ def test_unknown_variant_lists_valid_ones() -> None:
 def test_registry_has_every_family() -> None:
     reg = registry()
     assert {"pytorch-fp32", "pytorch-int8", "optimum-fp32", "optimum-int8", "edgebert-fp32"} <= set(reg)
-    assert any(n.startswith("edgebert-int8") for n in reg)
+    assert {n for n, v in reg.items() if v.family == "edgebert" and v.precision == "int8"} == set(INT8_RECIPES)
+    assert {"edgebert-int8", "edgebert-int8-dynamic"} <= set(INT8_RECIPES)
     assert all(v.needs_source == (v.family != "edgebert") for v in reg.values())
+
+
+def test_edgebert_int8_without_edgebert_quantize_fails_loudly(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stand-in bundle: a missing edgebert.quantize is an error that names the extra to install."""
+    monkeypatch.setitem(sys.modules, "edgebert.quantize", None)  # import edgebert.quantize -> ImportError
+    ctx = SimpleNamespace(manifest=SimpleNamespace(precision="fp32"), work=tmp_path, bundle=tmp_path)
+    for name, (_, overrides, calibrate) in INT8_RECIPES.items():
+        with pytest.raises(BenchmarkError, match=r"edgebert\[quantize\]"):
+            edgebert_int8(name, overrides, calibrate)(ctx)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())  # nothing was written in its place
 
 
 def test_interleave_rotates_order_and_counts_rounds() -> None:
     log: list[str] = []
     calls = {n: (lambda n=n: log.append(n)) for n in "abc"}
-    acts = {n: (lambda: None) for n in "abc"}
-    times = interleave(calls, acts, rounds=3, max_rounds=3, budget_s=0.0, warmup=1)
+    acts = {n: (lambda n=n: log.append(n.upper())) for n in "abc"}
+    times = interleave(calls, activate=acts, rounds=3, max_rounds=3, budget_s=0.0, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
-    assert log == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotated rounds
-    assert all(t >= 0 for v in times.values() for t in v)
+    # warm-up, then rotated rounds; each call preceded by its untimed activation
+    assert "".join(log) == "AaBbCc" + "AaBbCc" + "BbCcAa" + "CcAaBb"
 
 
 def test_stats_are_numbers() -> None:
     s = stats([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert s["p50_ms"] == 3.0 and s["min_ms"] == 1.0 and s["p90_ms"] > s["p50_ms"]
+    assert s == {"p50_ms": 3.0, "p90_ms": pytest.approx(61.6), "mean_ms": 22.0, "min_ms": 1.0}
     assert all(isinstance(v, float) for v in s.values())
 
 
@@ -67,12 +87,71 @@ def test_accuracy_cosine_and_agreement() -> None:
     assert out["ref"]["cosine_min"] == pytest.approx(1.0)
     assert out["v"]["cosine_min"] == pytest.approx(2**-0.5)
     assert out["v"]["cosine_mean"] == pytest.approx((1 + 2**-0.5) / 2)
+    assert out["v"]["reference"] == "ref" and out["v"]["texts"] == 2
     logits = {"ref": np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]),
               "v": np.array([[2.0, 1.0], [3.0, 0.0], [1.0, 0.0]])}
     cls = accuracy("sequence-classification", logits, "ref", ["NEGATIVE", None, "POSITIVE"], ["NEGATIVE", "POSITIVE"])
     assert cls["v"]["agreement"] == pytest.approx(2 / 3)
     assert cls["ref"]["accuracy"] == pytest.approx(0.5) and cls["ref"]["labelled_texts"] == 2
+    assert "cosine_mean" not in cls["v"]
     assert "cosine_mean" not in accuracy("embedding", {"v": ref}, None)["v"]
+    assert "error" in accuracy("token-classification", {"ref": ref, "v": ref[:, :1]}, "ref")["v"]
+    with pytest.raises(ConfigError, match="known tasks"):
+        accuracy("translation", {"v": ref}, None)
+
+
+def _manifest(pooling: dict[str, Any] | None) -> Any:
+    return SimpleNamespace(pooling=pooling)
+
+
+def test_postprocess_and_summarize_follow_the_task_and_pooling() -> None:
+    hidden = np.array([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]], [[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    mean = np.array([[2.0, 2.0], [0.0, 2.0]])  # padding ignored
+    np.testing.assert_allclose(postprocess("embedding", _manifest({"mode": "mean"}), hidden, mask), mean)
+    unit = postprocess("embedding", _manifest({"mode": "cls", "normalize": True}), hidden, mask)
+    np.testing.assert_allclose(unit, [[1.0, 0.0], [0.0, 1.0]])
+    states = postprocess("feature-extraction", _manifest(None), hidden, mask)
+    assert [s.shape for s in states] == [(2, 2), (1, 2)]
+    probs = postprocess("sequence-classification", _manifest(None), np.array([[0.0, 0.0], [0.0, np.log(3)]]), mask)
+    np.testing.assert_allclose(probs, [[0.5, 0.5], [0.25, 0.75]])
+    np.testing.assert_allclose(summarize("feature-extraction", _manifest(None), hidden, mask), mean)
+    np.testing.assert_allclose(summarize("embedding", _manifest({"mode": "max"}), hidden, mask), [[3, 4], [0, 2]])
+    logits = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(summarize("sequence-classification", _manifest(None), logits, mask), logits)
+
+
+def test_in_batches_sorts_by_length_and_keeps_input_order() -> None:
+    texts = [f"t{i}" + "x" * ((i * 7) % 11) for i in range(70)]
+    seen: list[list[str]] = []
+
+    def fn(items: list[str]) -> list[str]:
+        seen.append(items)
+        return [t.upper() for t in items]
+
+    assert in_batches(texts, fn, batch_size=32) == [t.upper() for t in texts]
+    assert [len(b) for b in seen] == [32, 32, 6]
+    flat = [len(t) for b in seen for t in b]
+    assert flat == sorted(flat, reverse=True)  # longest first, like sentence-transformers
+
+
+def test_speedup_and_items_per_second_are_derived_from_the_reference() -> None:
+    def row(variant: str, shape: str, ms: float, threads: int = 1) -> dict[str, Any]:
+        b, s = (1, 0) if shape == CORPUS else (int(x) for x in shape.split("x"))
+        return {"variant": variant, "threads": threads, "shape": shape, "batch": b, "seq": s,
+                "mode": "e2e" if shape == CORPUS else "model", "p50_ms": ms}
+
+    rows = [row(REFERENCE, "1x8", 10.0), row("edgebert-int8", "1x8", 2.5), row(REFERENCE, CORPUS, 500.0),
+            row("edgebert-int8", CORPUS, 125.0), row("edgebert-int8", "1x8", 4.0, threads=2)]
+    variants = {REFERENCE: {"precision": "fp32"}, "edgebert-int8": {"precision": "int8"}}
+    dims = {"hidden": 768, "layers": 12, "intermediate": 3072}
+    derive_columns(rows, variants, dims, {"fp32_gflops": 100.0, "int8_gops": 200.0}, corpus_size=40)
+    assert [r["speedup_vs_pytorch"] for r in rows] == [1.0, 4.0, 1.0, 4.0, None]  # no 2-thread reference
+    assert [r["items_per_s"] for r in rows] == [100.0, 400.0, 80.0, 320.0, 250.0]
+    flops = forward_flops(dims, 1, 8)
+    assert rows[1]["gflop"] == round(flops / 1e9, 3) and rows[2]["gflop"] is None
+    assert rows[1]["pct_of_peak"] == round(100 * flops / 0.0025 / 200e9, 1)  # int8 rows against the int8 peak
+    assert rows[0]["pct_of_peak"] == round(100 * flops / 0.01 / 100e9, 1)
 
 
 def test_bert_base_flops_match_design(tmp_path: Path) -> None:
@@ -90,6 +169,38 @@ def test_config_rejects_nonsense() -> None:
         BenchConfig(threads=(0,))
     with pytest.raises(BenchmarkError):
         BenchConfig(rounds=5, max_rounds=2)
+    with pytest.raises(BenchmarkError):
+        BenchConfig(corpus_size=0)
+
+
+def test_bad_command_lines_are_errors_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (["--out", str(blocker / "out")], "--out"),  # unwritable output directory
+        (["--compare", str(tmp_path / "missing.json")], "cannot read benchmark results"),
+        (["--rounds", "0"], "rounds=0"),
+        (["--corpus-size", "0"], "corpus_size"),
+        (["--threshold", "-1"], "--threshold"),
+    ]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "edgebert.json").write_text("{}")
+    for extra, expected in cases:
+        assert main(["bench", str(bundle), "--no-progress", *extra]) == 1, extra
+        err = capsys.readouterr().err
+        assert "edgebert: error:" in err and expected in err, (extra, err)
+    assert main(["bench", str(tmp_path / "no-bundle"), "--out", str(tmp_path / "o")]) == 1
+    assert "edgebert: error:" in capsys.readouterr().err
+
+
+def test_a_broken_data_cache_is_a_data_error(tmp_path: Path) -> None:
+    from edgebert.benchmarks import data
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "movie_review_snippets.tsv").write_text("1\t0.5\tfine\nnot a snippet line\n")
+    with pytest.raises(DataError, match=":2:"):
+        data.load_snippets(tmp_path)
 
 
 def _results(p50: dict[tuple[str, str], float]) -> dict[str, Any]:

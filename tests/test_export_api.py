@@ -4,10 +4,12 @@ progress on stderr, golden probes, and the tiny-model factory at benchmark size.
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -141,7 +143,16 @@ def test_task_auto_says_what_it_picked(
     err = capsys.readouterr().err
     assert "task: token-classification (auto: config.architectures = ElectraForTokenClassification)" in err
     # the progress steps, in order
-    steps = ["load ELECTRA", "export to ONNX", "verify the plain graph", "optimize", "parity:", "write bundle", "done"]
+    steps = [
+        "load ELECTRA",
+        "export to ONNX",
+        "optimize: ONNX Runtime fusions",
+        "verify the plain graph",
+        "verify the fused graph",
+        "parity:",
+        "write bundle",
+        "done",
+    ]
     positions = [err.find(s) for s in steps]
     assert all(p >= 0 for p in positions), err
     assert positions == sorted(positions), err
@@ -230,8 +241,9 @@ def test_tiny_probes_replay(tiny_bundle: Callable[..., Path]) -> None:
 
 
 def test_make_tiny_model_rejects_bad_requests(tmp_path: Path) -> None:
+    from tiny import make_tiny_model
+
     from edgebert.errors import EdgebertError
-    from edgebert.export.tiny import make_tiny_model
 
     with pytest.raises(UnsupportedModelError, match="Supported model types"):
         make_tiny_model("gpt2", "fill-mask", tmp_path / "a")
@@ -243,8 +255,7 @@ def test_make_tiny_model_rejects_bad_requests(tmp_path: Path) -> None:
 
 def test_make_tiny_model_is_deterministic(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
-
-    from edgebert.export.tiny import make_tiny_model
+    from tiny import make_tiny_model
 
     a = load_file(str(make_tiny_model("albert", "fill-mask", tmp_path / "a", seed=3) / "model.safetensors"))
     b = load_file(str(make_tiny_model("albert", "fill-mask", tmp_path / "b", seed=3) / "model.safetensors"))
@@ -257,9 +268,8 @@ def test_make_tiny_model_is_deterministic(tmp_path: Path) -> None:
 def test_make_tiny_model_bert_base_size(tmp_path: Path) -> None:
     """The benchmark size: a random BERT-base (110M parameters, 30522-token vocabulary)."""
     from safetensors import safe_open
+    from tiny import make_tiny_model
     from transformers import AutoConfig, AutoTokenizer
-
-    from edgebert.export.tiny import make_tiny_model
 
     folder = make_tiny_model(
         "bert",
@@ -286,16 +296,23 @@ def test_make_tiny_model_bert_base_size(tmp_path: Path) -> None:
     shutil.rmtree(folder)
 
 
-# --- the fusion measurement script --------------------------------------------------------------------
+# --- the fusion measurement script (scripts/research, not shipped) ---------------------------------------
+
+MEASURE_FUSION = Path(__file__).resolve().parents[1] / "scripts" / "research" / "measure_fusion.py"
+
+
+def _measure_fusion_main() -> Callable[[list[str]], int]:
+    main: Callable[[list[str]], int] = runpy.run_path(str(MEASURE_FUSION), run_name="measure_fusion")["main"]
+    return main
 
 
 def test_measure_fusion_smoke(tiny_model: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from edgebert.export.measure_fusion import main
-
+    main = _measure_fusion_main()
     args = ["--rounds", "3", "--warmup", "1", "--shapes", "1x8,2x16", "--auto-repeats", "2"]
     assert main([str(tiny_model("bert", "feature-extraction")), *args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["latency_ms_1thread"]) == {"1x8", "2x16"}
+    assert all(set(row) == {"plain", "fused", "fused/plain p50"} for row in report["latency_ms_1thread"].values())
     assert report["ops_file"]["fused"]["Attention"] == 2
     assert "Attention" not in report["ops_file"]["plain"]
     assert len(report["auto_choice"]["repeats"]) == 2
@@ -303,38 +320,14 @@ def test_measure_fusion_smoke(tiny_model: Callable[..., Path], capsys: pytest.Ca
     assert report["bundle_bytes"] > 0 and report["export_seconds"] > 0
 
 
-def test_measure_fusion_bad_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from edgebert.export.measure_fusion import main
-
-    assert main([str(tmp_path / "missing"), "--rounds", "1"]) == 1
-    assert "edgebert: error: " in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(("ratio", "expected"), [(0.7, "fused"), (0.96, "none"), (1.0, "none"), (1.3, "none")])
-def test_auto_choice_rule(monkeypatch: pytest.MonkeyPatch, ratio: float, expected: str) -> None:
-    """optimize="auto" keeps the fused graph only when it is clearly (> 5%) faster over the timing shapes."""
-    from edgebert.export import choose
-
-    def fake_time(graphs: Any, feeds: dict[str, np.ndarray], rounds: int, sessions: Any = None) -> dict[str, float]:
-        assert rounds == 5
-        return {"none": 10.0, "fused": 10.0 * ratio}
-
-    monkeypatch.setattr(choose, "create_session", lambda path, threads: path)
-    monkeypatch.setattr(choose, "time_graphs", fake_time)
-    feeds = {"input_ids": np.arange(64, dtype=np.int64)[None], "attention_mask": np.ones((1, 64), dtype=np.int64)}
-    messages: list[str] = []
-    chosen, record = choose.choose({"none": Path("a"), "fused": Path("b")}, feeds, 5, messages.append)
-    assert chosen == expected
-    assert set(record["latency_ms_1thread"]) == {"1x8", "1x64", "32x16"}  # 1x128 clipped to max length 64
-    assert record["fused_over_plain_geomean"] == pytest.approx(ratio, abs=1e-3)
-    assert f"keep {expected}" in messages[-1]
-
-
-def test_timing_feeds_end_with_the_final_special_token() -> None:
-    from edgebert.export.choose import shape_feeds
-
-    long = {"input_ids": np.arange(100, 164, dtype=np.int64)[None], "attention_mask": np.ones((1, 64), np.int64)}
-    feeds = shape_feeds(long, 32, 16)
-    assert feeds["input_ids"].shape == (32, 16) and feeds["attention_mask"].shape == (32, 16)
-    assert list(feeds["input_ids"][3, :3]) == [100, 101, 102] and feeds["input_ids"][3, -1] == 163
-    assert long["input_ids"][0, 15] == 115  # the source is not modified
+def test_measure_fusion_runs_as_a_script(tmp_path: Path) -> None:
+    """``python scripts/research/measure_fusion.py TARGET``: a bad target is a one-line error, exit code 1."""
+    proc = subprocess.run(
+        [sys.executable, str(MEASURE_FUSION), str(tmp_path / "missing"), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("edgebert: error: ") and "no such model folder" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny import SENSITIVE_INITIALIZER_RANGE
 
-from edgebert.export.specs import ARCHITECTURES, TASK_HEADS
-from edgebert.export.tiny import SENSITIVE_INITIALIZER_RANGE
+from edgebert.export.specs import ARCHITECTURES
+from edgebert.runtime.tasks import TASKS, get_task
 
 CASES = [(model_type, task) for model_type, spec in ARCHITECTURES.items() for task in spec.tasks]
 
@@ -67,18 +68,18 @@ NUM_LABELS = {"sequence-classification": 3, "token-classification": 3, "question
 
 def test_every_registered_architecture_has_tests() -> None:
     """Meta-test: a new entry in ARCHITECTURES must come with expectations here and a tiny-model recipe."""
-    from edgebert.export.tiny import RECIPES
+    from tiny import RECIPES
 
     registered = set(ARCHITECTURES)
     assert registered == set(EXPECTED_INPUTS), "add the new architecture to EXPECTED_INPUTS"
     assert registered == set(EXPECTED_TOKENIZER), "add the new architecture to EXPECTED_TOKENIZER"
     assert registered == set(EXPECTED_FUSED), "add the new architecture to EXPECTED_FUSED"
-    assert registered == set(RECIPES), "add a tiny-model recipe to edgebert.export.tiny.RECIPES"
+    assert registered == set(RECIPES), "add a tiny-model recipe to tests/tiny.py RECIPES"
     tested = {(m, t) for m, t in CASES}
     for model_type, spec in ARCHITECTURES.items():
         assert spec.tasks, model_type
         for task in spec.tasks:
-            assert task in TASK_HEADS
+            assert task in TASKS
             assert (model_type, task) in tested
     assert len(CASES) >= 10 * 6
 
@@ -86,7 +87,7 @@ def test_every_registered_architecture_has_tests() -> None:
 def _torch_model(folder: Path, task: str) -> Any:
     import transformers
 
-    auto = getattr(transformers, TASK_HEADS[task][0])
+    auto = getattr(transformers, get_task(task).head)
     return auto.from_pretrained(str(folder), attn_implementation="eager").eval()
 
 
@@ -109,24 +110,17 @@ def _feeds(rng: np.random.Generator, tok: Any, inputs: tuple[str, ...], lengths:
     return {name: available[name] for name in inputs}
 
 
-@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
-def test_tiny_export_parity(
-    model_type: str, task: str, tiny_model: Callable[..., Path], tiny_bundle: Callable[..., Path]
-) -> None:
-    import onnx
-    import onnxruntime as ort
-    import torch
-    from transformers import AutoTokenizer
+ROW_PER_TEXT = {"sequence-classification"}  # independent expectation: these outputs have no sequence axis
+WITH_LABELS = {"sequence-classification", "token-classification"}
 
-    from edgebert.runtime.bundle import read_manifest, verify_checksums
 
-    folder = tiny_model(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
-    bundle = tiny_bundle(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
-    manifest = read_manifest(bundle)
-    verify_checksums(bundle, manifest)
-    outputs = TASK_HEADS[task][1]
+def _rows(value: np.ndarray, task: str, row: int, n: int) -> np.ndarray:
+    return value[row] if task in ROW_PER_TEXT else value[row, :n]
 
-    # manifest: what was exported, and the exporter's own parity report
+
+def _check_manifest(manifest: Any, model_type: str, task: str) -> None:
+    """What was exported, and the exporter's own parity report."""
+    outputs = get_task(task).output_names
     assert manifest.task == task
     assert manifest.architecture == model_type
     assert manifest.inputs == EXPECTED_INPUTS[model_type]
@@ -135,11 +129,10 @@ def test_tiny_export_parity(
     assert set(manifest.parity["max_abs_diff"]) == set(outputs)
     assert all(0 <= v <= manifest.parity["atol"] <= 1e-4 for v in manifest.parity["max_abs_diff"].values())
     assert all(v > 0.99999 for v in manifest.parity["min_cosine"].values())
-    position_offset = ARCHITECTURES[model_type].position_offset
-    assert manifest.max_length == 64 - position_offset
+    assert manifest.max_length == 64 - ARCHITECTURES[model_type].position_offset
     assert manifest.parity["max_length_probe_tokens"] == manifest.max_length
     assert len(manifest.probes) >= 2
-    if task in ("sequence-classification", "token-classification"):
+    if task in WITH_LABELS:
         assert manifest.labels is not None and len(manifest.labels) == 3
     else:
         assert manifest.labels is None
@@ -148,22 +141,21 @@ def test_tiny_export_parity(
     else:
         assert manifest.pooling is None
 
-    # the graph: declared inputs/outputs and dynamic axes
-    graph = onnx.load(str(bundle / "model.onnx")).graph
+
+def _check_graph(graph: Any, manifest: Any, model_type: str, task: str) -> None:
+    """Declared inputs/outputs, dynamic axes, and the fusions the manifest records."""
     assert tuple(i.name for i in graph.input) == manifest.inputs
-    assert tuple(o.name for o in graph.output) == outputs
+    assert tuple(o.name for o in graph.output) == manifest.outputs
     for value in graph.input:
         dims = value.type.tensor_type.shape.dim
         assert len(dims) == 2 and all(d.dim_param for d in dims), f"{value.name} must have dynamic batch and sequence"
     for value in graph.output:
         dims = value.type.tensor_type.shape.dim
         assert dims[0].dim_param, f"{value.name}: batch axis must be dynamic"
-        if task == "sequence-classification":
+        if task in ROW_PER_TEXT:
             assert len(dims) == 2 and dims[1].dim_value == 3, "logits: only the batch axis is dynamic"
         else:
             assert dims[1].dim_param, f"{value.name}: sequence axis must be dynamic"
-
-    # fusions recorded = fusions present, and at least the expected ones
     fused_ops = manifest.optimization.get("fused_ops", {})
     counted = {n.op_type for n in graph.node}
     for op, n in EXPECTED_FUSED[model_type].items():
@@ -171,28 +163,49 @@ def test_tiny_export_parity(
         assert op in counted
     assert manifest.optimization["chosen"] == ("fused" if "fused_ops" in manifest.optimization else "none")
 
-    # independent parity at two new shapes (batch 1 x 5 and batch 3 x up to 23, padded rows)
+
+def _check_new_shapes(folder: Path, bundle: Path, manifest: Any, task: str) -> None:
+    """Independent parity at two new shapes (batch 1 x 5 and batch 3 x up to 23, padded rows)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = _torch_model(folder, task)
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for lengths in ([5], [23, 9, 14]):
         feeds = _feeds(rng, tok, manifest.inputs, lengths)
-        got = dict(zip(outputs, session.run(list(outputs), feeds), strict=True))
+        got = dict(zip(manifest.outputs, session.run(list(manifest.outputs), feeds), strict=True))
         with torch.inference_mode():
             ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-        for name in outputs:
+        for name in manifest.outputs:
             want = ref[name].numpy()
             assert got[name].shape == want.shape, name
             for row, n in enumerate(lengths):
-                a = want[row] if task == "sequence-classification" else want[row, :n]
-                b = got[name][row] if task == "sequence-classification" else got[name][row, :n]
-                assert np.max(np.abs(a - b)) <= 1e-4, f"{name} row {row}: {np.max(np.abs(a - b))}"
+                diff = np.max(np.abs(_rows(want, task, row, n) - _rows(got[name], task, row, n)))
+                assert diff <= 1e-4, f"{name} row {row}: {diff}"
             if len(lengths) > 1:
                 # the comparison is meaningful: different inputs give outputs far apart (>> atol)
-                first = want[0] if task == "sequence-classification" else want[0, : min(lengths)]
-                second = want[1] if task == "sequence-classification" else want[1, : min(lengths)]
+                first, second = (_rows(want, task, row, min(lengths)) for row in (0, 1))
                 assert np.max(np.abs(first - second)) > 1e-2, f"{name}: outputs barely depend on the input"
+
+
+@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_tiny_export_parity(
+    model_type: str, task: str, tiny_model: Callable[..., Path], tiny_bundle: Callable[..., Path]
+) -> None:
+    import onnx
+
+    from edgebert.runtime.bundle import read_manifest, verify_checksums
+
+    folder = tiny_model(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
+    bundle = tiny_bundle(model_type, task, initializer_range=SENSITIVE_INITIALIZER_RANGE)
+    manifest = read_manifest(bundle)
+    verify_checksums(bundle, manifest)
+    _check_manifest(manifest, model_type, task)
+    _check_graph(onnx.load(str(bundle / "model.onnx")).graph, manifest, model_type, task)
+    _check_new_shapes(folder, bundle, manifest, task)
 
 
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))

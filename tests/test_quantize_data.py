@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _deps import in_ci
 
 from edgebert.errors import DataError
 from edgebert.quantize import data as qdata
@@ -40,13 +42,38 @@ def test_split_and_disjoint() -> None:
     assert not set(kept.items) & set(calib) and kept.labels is not None and len(kept.labels) == len(kept.items)
 
 
+def test_batches_truncate_and_plan_without_touching_the_shared_tokenizer(
+    tiny_bundle: Callable[..., Path],
+) -> None:
+    from edgebert.runtime import read_manifest
+    from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
+
+    src = tiny_bundle("bert", "embedding")
+    encoder = TextEncoder(load_tokenizer(src / "tokenizer.json"), read_manifest(src))
+    items = [" ".join(["hello world"] * n) for n in (1, 30, 4, 60, 9)] * 8
+    lengths = [len(e.ids) for e in encoder.encode_truncated(items, 24)]
+    got = list(qdata.batches(encoder, items, batch_size=16, max_length=24))
+    assert sorted(i for idx, _ in got for i in idx) == list(range(len(items)))
+    assert [len(idx) for idx, _ in got] == [16, 16, 8]
+    for idx, feeds in got:  # each batch padded to its own longest text, at most max_length
+        assert feeds["input_ids"].shape == (len(idx), max(lengths[i] for i in idx))
+    assert max(lengths[i] for i in got[-1][0]) < 24 and min(lengths[i] for i in got[0][0]) == 24  # longest first
+    assert encoder.tokenizer.truncation is None
+    fixed = list(qdata.batches(encoder, items, batch_size=16, max_length=24, fixed=True))
+    assert {f["input_ids"].shape for _, f in fixed} == {(16, 24)}  # equal shapes for ORT's calibrators
+    assert [lengths[i] for idx, _ in fixed for i in idx] == sorted(lengths)
+
+
 @pytest.fixture(scope="module")
 def split_files() -> dict[str, Path]:
+    """The vaderSentiment snippet splits; CI reaches PyPI, so there a failure to prepare them is a failure."""
     from edgebert.benchmarks import data as bdata
 
     try:
         return bdata.write_split_files()
     except DataError as e:  # no cache and no access to PyPI
+        if in_ci():
+            pytest.fail(f"CI reaches PyPI, but the vaderSentiment snippets could not be prepared: {e}", pytrace=False)
         pytest.skip(f"vaderSentiment snippets unavailable: {e}")
 
 

@@ -4,14 +4,13 @@
   finish (joined with a timeout); calls/s for 1, 2 and 4 threads are printed, never asserted.
 - Soak: ``EDGEBERT_SOAK_CALLS`` calls (3,000 in CI, 100,000 on demand) in this process; RSS after
   warm-up may not grow by 5% or more. ``EDGEBERT_SOAK_BUNDLE=minilm`` soaks the real MiniLM.
-- Limits: one call cannot make the runtime allocate without bound: texts per call, tokens per call
-  and (once ``BatchLimits.max_call_chars`` exists) characters per call raise ``LimitError`` naming
-  the limit and how to raise it; forward passes stay within ``max_batch_size``/``max_batch_tokens``.
+- Limits: one call cannot make the runtime allocate without bound: texts, characters and tokens per
+  call raise ``LimitError`` naming the limit and how to raise it; forward passes stay within
+  ``max_batch_size``/``max_batch_tokens``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import faulthandler
 import os
 import threading
@@ -22,12 +21,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _runtime_util import record_engine_runs
 
 import edgebert
-from edgebert.errors import LimitError
+from edgebert.errors import ConfigError, LimitError
 from edgebert.runtime import BatchLimits
 
-pytestmark = pytest.mark.filterwarnings("ignore::edgebert.runtime.pipeline.EdgebertWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::edgebert.errors.EdgebertWarning")
 
 SOAK_CALLS = int(os.environ.get("EDGEBERT_SOAK_CALLS", "3000"))
 SOAK_BUNDLE = os.environ.get("EDGEBERT_SOAK_BUNDLE", "tiny")
@@ -116,18 +116,16 @@ def test_threads_share_a_tiny_pipeline(tiny_bundle: Callable[..., Path], capsys:
     _concurrency(pipe, workload(200), 2, capsys, "tiny bert embedding, 1 intra-op thread", exact=True)
 
 
-def test_threads_share_a_multithreaded_session(
+def test_threads_share_a_multithreaded_engine(
     tiny_bundle: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Concurrent calls into one session that itself uses an intra-op thread pool: no deadlock."""
+    """Concurrent calls into one engine that itself uses an intra-op thread pool: no deadlock."""
     pipe = edgebert.load(tiny_bundle("bert", "embedding"), threads=2)
     _concurrency(pipe, workload(100), 2, capsys, "tiny bert embedding, 2 intra-op threads", exact=False)
 
 
 @pytest.mark.parametrize("task", ["sequence-classification", "token-classification"])
 def test_threads_share_other_pipelines(task: str, tiny_bundle: Callable[..., Path]) -> None:
-    module = {"sequence-classification": "classification", "token-classification": "token_classification"}[task]
-    pytest.importorskip(f"edgebert.runtime.{module}")
     pipe = edgebert.load(tiny_bundle("bert", task), threads=1)
     calls = workload(60)
     expected = [pipe(c) for c in calls]
@@ -147,6 +145,38 @@ def test_threads_share_other_pipelines(task: str, tiny_bundle: Callable[..., Pat
         t.join(timeout=300)
     assert not any(t.is_alive() for t in threads), "deadlock"
     assert [got[i] for i in range(len(calls))] == expected
+
+
+@pytest.mark.parametrize("task", ["embedding", "feature-extraction"])
+def test_truncation_flags_are_per_call_across_threads(task: str, tiny_bundle: Callable[..., Path]) -> None:
+    """Threads sharing one pipeline each get the truncation flags of their own call (no shared state)."""
+    pipe = edgebert.load(tiny_bundle("bert", task), threads=1)
+    with_flags = pipe.embed_with_flags if task == "embedding" else pipe.extract_with_flags
+    long, short = "word " * 120, "a few words"
+    # every pattern of short/long over 4 texts: calls differ in which (and how many) texts are cut
+    calls = [[long if (i >> k) & 1 else short for k in range(4)] for i in range(16)]
+    wrong: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait(timeout=60)
+            for _ in range(5):
+                for i in range(len(calls)):
+                    call = calls[(i + 5 * k) % len(calls)]
+                    out, flags = with_flags(call)
+                    if flags != [t == long for t in call] or len(out) != len(call):
+                        wrong.append(f"thread {k}: {flags} for {[t == long for t in call]}")
+        except BaseException as e:  # surfaced below
+            wrong.append(f"thread {k}: {e!r}")
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not wrong, wrong[:5]
 
 
 @pytest.mark.slow
@@ -229,13 +259,8 @@ def test_too_many_texts_refused_before_tokenizing(embed: Any) -> None:
     assert time.monotonic() - start < 2, "the texts were processed before the limit was checked"
 
 
-def _has_char_limit() -> bool:
-    return "max_call_chars" in {f.name for f in dataclasses.fields(BatchLimits)}
-
-
 def test_token_budget(tiny_bundle: Callable[..., Path]) -> None:
-    chars: dict[str, Any] = {"max_call_chars": 10**8} if _has_char_limit() else {}
-    limits = BatchLimits(max_call_tokens=20_000, **chars)
+    limits = BatchLimits(max_call_tokens=20_000, max_call_chars=10**8)
     limited = edgebert.load(tiny_bundle("bert", "embedding"), threads=1, limits=limits)
     big = "word " * 200_000  # 1 MB, let through the character limit: the token budget refuses it
     with pytest.raises(LimitError) as info:
@@ -248,9 +273,7 @@ def test_token_budget(tiny_bundle: Callable[..., Path]) -> None:
 
 
 def test_huge_string_refused_before_tokenizing(tiny_bundle: Callable[..., Path]) -> None:
-    """A 50 MB string must not be tokenized at all (that alone would take GBs): needs max_call_chars."""
-    if not _has_char_limit():
-        pytest.skip("pending: BatchLimits.max_call_chars in runtime/pipeline.py (see docs/RELIABILITY.md)")
+    """A 50 MB string must not be tokenized at all (that alone would take GBs): max_call_chars refuses it."""
     pipe = edgebert.load(tiny_bundle("bert", "embedding"), threads=1)
     huge = "word " * 10_000_000
     before, start = rss_mb(), time.monotonic()
@@ -264,16 +287,7 @@ def test_huge_string_refused_before_tokenizing(tiny_bundle: Callable[..., Path])
 
 def test_forward_passes_stay_within_batch_limits(embed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """However large the call, no single ONNX Runtime run exceeds max_batch_size / max_batch_tokens."""
-    import edgebert.runtime.pipeline as pipeline_mod
-
-    shapes: list[tuple[int, ...]] = []
-    real = pipeline_mod.run_session
-
-    def spy(session: Any, feeds: dict[str, np.ndarray], *args: Any) -> Any:
-        shapes.append(feeds["input_ids"].shape)
-        return real(session, feeds, *args)
-
-    monkeypatch.setattr(pipeline_mod, "run_session", spy)
+    shapes = record_engine_runs(monkeypatch, embed.engine)
     texts = ["word " * (i % 90) for i in range(3000)]
     out = embed(texts)
     assert out.shape == (3000, 32)
@@ -287,28 +301,19 @@ def test_limit_errors_are_input_errors() -> None:
     from edgebert.errors import EdgebertError, InputError
 
     assert issubclass(LimitError, InputError) and issubclass(LimitError, EdgebertError)
-    with pytest.raises(edgebert.EdgebertError, match="positive integer"):
+    with pytest.raises(ConfigError, match="positive integer"):
         BatchLimits(max_call_tokens=0)
 
 
-TASK_MODULES = {
-    "sequence-classification": "classification",
-    "token-classification": "token_classification",
-    "question-answering": "question_answering",
-    "fill-mask": "fill_mask",
-}
-
-
-@pytest.mark.parametrize("task", list(TASK_MODULES))
+@pytest.mark.parametrize("task", ["sequence-classification", "token-classification", "question-answering", "fill-mask"])
 def test_every_pipeline_refuses_too_many_texts(task: str, tiny_bundle: Callable[..., Path]) -> None:
-    """max_call_texts (and max_call_chars) hold for every task."""
-    pytest.importorskip(f"edgebert.runtime.{TASK_MODULES[task]}")
+    """max_call_texts and max_call_chars hold for every task."""
     pipe = edgebert.load(tiny_bundle("bert", task), threads=1, limits=BatchLimits(max_call_texts=50))
     item: Any = ("what?", "the answer") if task == "question-answering" else "the [MASK] words"
     pipe([item] * 50)
     with pytest.raises(LimitError, match="max_call_texts"):
         pipe([item] * 51)
-    if _has_char_limit():
-        chars = edgebert.load(tiny_bundle("bert", task), threads=1, limits=BatchLimits(max_call_chars=10_000))
-        with pytest.raises(LimitError, match="max_call_chars"):
-            chars([item] * 1_000)
+    chars = edgebert.load(tiny_bundle("bert", task), threads=1, limits=BatchLimits(max_call_chars=10_000))
+    chars([item] * 100)
+    with pytest.raises(LimitError, match="max_call_chars"):
+        chars([item] * 1_000)

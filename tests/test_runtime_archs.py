@@ -19,7 +19,7 @@ from _runtime_util import (
 )
 
 import edgebert
-from edgebert.runtime import EdgebertWarning
+from edgebert.errors import TruncationWarning
 
 ARCHS = ["roberta", "xlm-roberta", "distilbert", "deberta-v2"]
 CONTEXT = (
@@ -95,7 +95,7 @@ def test_chunked_entities_cover_the_whole_text(arch: str, tiny_bundle) -> None: 
     content = [i for i, s in enumerate(full.special_tokens_mask) if not s]
     assert [e["index"] for e in tokens] == content
     assert [(e["start"], e["end"]) for e in tokens] == [full.offsets[i] for i in content]
-    with pytest.warns(EdgebertWarning):
+    with pytest.warns(TruncationWarning):
         first = edgebert.load(bundle)(text, aggregation_strategy="none", ignore_labels=[])
     only_first = chunk.max_length - chunk.encoder.tokenizer.num_special_tokens_to_add(False) - 12
     assert [(e["entity"], e["start"]) for e in tokens[:only_first]] == [

@@ -8,13 +8,14 @@ import numpy as np
 from _runtime_util import (
     TEXTS,
     fixture_clf_bundle,  # noqa: F401  (fixtures)
+    record_engine_runs,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edgebert
 from edgebert.runtime import BatchLimits
-from edgebert.runtime.pipeline import plan_batches
+from edgebert.runtime.batching import plan_batches
 
 LONG_MATE = " ".join(TEXTS) + " " + " ".join(TEXTS[:4])
 
@@ -44,18 +45,9 @@ def test_classification_does_not_depend_on_batch_mates(clf_bundle) -> None:  # t
 
 
 def test_a_batch_is_padded_only_to_its_own_longest(clf_bundle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import edgebert.runtime.pipeline as pipeline_module
-
     _, bundle = clf_bundle
     clf = edgebert.load(bundle, limits=BatchLimits(max_batch_size=2))
-    seen: list[tuple[int, ...]] = []
-    real = pipeline_module.run_session
-
-    def spy(session, feeds, outputs=None):  # type: ignore[no-untyped-def]
-        seen.append(tuple(feeds["input_ids"].shape))
-        return real(session, feeds, outputs)
-
-    monkeypatch.setattr(pipeline_module, "run_session", spy)
+    seen = record_engine_runs(monkeypatch, clf.engine)
     texts = ["ok", "a great movie with an awful ending", "hi", "the quick brown fox jumps over the lazy dog"]
     clf(texts)
     lengths = sorted((len(e.ids) for e in clf.encoder.encode(texts)), reverse=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from _runtime_util import copy_bundle, fixture_clf_bundle, fixture_mlm_bundle, f
 
 import edgebert
 from edgebert.cli import main
+from edgebert.errors import ConfigError, TruncationWarning
+from edgebert.runtime.cli import add_run_arguments, run_run
 
 A, B, C = "A light BERT runtime for the CPU.", "Edge inference without PyTorch.", "Un chat noir dort sur le canapé."
 
@@ -20,6 +24,12 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    return parser.parse_args(list(argv))
 
 
 def test_run_embedding_json_and_similarity(minilm_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,19 +79,55 @@ def test_run_other_tasks(ner_bundle, qa_bundle, mlm_bundle, capsys) -> None:  # 
     assert code == 0 and out.count(",") == 4  # five candidates
 
 
-def test_run_errors_are_clear(clf_bundle, minilm_bundle, qa_bundle, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_run_errors_are_clear(clf_bundle, qa_bundle, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clf, qa = str(clf_bundle[1]), str(qa_bundle[1])
     cases = [
-        (["run", str(clf_bundle[1])], "no texts given"),
-        (["run", str(clf_bundle[1]), "x", "--similarity"], "needs an embedding bundle"),
-        (["run", str(clf_bundle[1]), "no tab", "--pairs"], "TAB"),
-        (["run", str(clf_bundle[1]), "--input", str(tmp_path / "nope.txt")], "no such file"),
-        (["run", str(qa_bundle[1]), "context only"], "--question"),
+        (["run", clf], "no texts given"),
+        (["run", clf, "no tab", "--pairs"], "TAB"),
+        (["run", clf, "--input", str(tmp_path / "nope.txt")], "no such file"),
+        (["run", clf, "-", "--input", "-"], "stdin) given twice"),
+        (["run", qa, "context only"], "--question"),
         (["run", str(tmp_path), "x"], "not an edgebert bundle"),
-        (["run", str(clf_bundle[1]), "word " * 100, "--long-text", "error"], "long_text='chunk'"),
+        (["run", clf, "word " * 100, "--long-text", "error"], "long_text='chunk'"),
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, *argv)
         assert code == 1 and message in err and "Traceback" not in err, (argv, err)
+
+
+def test_run_usage_errors_name_the_flag(clf_bundle, ner_bundle, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A flag that does not fit the bundle, or a bad value, is a ConfigError in the CLI's own words."""
+    clf, ner = str(clf_bundle[1]), str(ner_bundle[1])
+    cases = [
+        ([clf, "x", "--similarity"], "--similarity is for embedding bundles"),
+        ([ner, "x", "--top-k", "2"], "--top-k is for sequence-classification, question-answering, fill-mask"),
+        ([clf, "x", "--aggregation", "first"], "--aggregation is for token-classification"),
+        ([clf, "x", "--question", "why?"], "--question is for question-answering"),
+        ([ner, "a\tb", "--pairs"], "--pairs is for sequence-classification, question-answering"),
+        ([clf, "x", "--top-k", "0"], "--top-k 0: give a positive integer"),
+        ([clf, "x", "--threads", "0"], "--threads 0: give a positive integer"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_run(_args(*argv))
+        code, _, err = _run(capsys, "run", *argv)
+        assert code == 1 and message in err, (argv, err)
+    code, _, err = _run(capsys, "verify", clf, "--threads", "0")
+    assert code == 1 and "--threads 0" in err
+
+
+def test_run_notes_truncated_inputs(tiny_bundle, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Embeddings carry no per-result mark: the CLI says on stderr which inputs were cut."""
+    long = "word " * 200
+    for task, key in (("embedding", "embedding"), ("feature-extraction", "last_hidden_state")):
+        bundle = str(tiny_bundle("bert", task))
+        with pytest.warns(TruncationWarning):
+            code, out, err = _run(capsys, "run", bundle, "short", long, "ok", long, "--json")
+        assert code == 0 and [json.loads(line)["text"] for line in out.splitlines()] == ["short", long, "ok", long]
+        assert all(key in json.loads(line) for line in out.splitlines())
+        assert "input(s) 1, 3 were truncated" in err, err
+        code, _, err = _run(capsys, "run", bundle, "short", long, "--long-text", "chunk")
+        assert code == 0 and "truncated" not in err
 
 
 def test_verify_and_info(clf_bundle, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

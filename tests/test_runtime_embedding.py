@@ -10,7 +10,7 @@ import pytest
 from _runtime_util import EDGE_TEXTS, TEXTS
 
 import edgebert
-from edgebert.runtime import EdgebertWarning
+from edgebert.errors import TruncationWarning
 
 MORE = [
     "Offline inference keeps private data on the device and works without a network connection.",
@@ -54,9 +54,10 @@ def test_minilm_long_text_truncates_like_sentence_transformers(minilm_bundle: Pa
     long = " ".join(MORE * 6)
     embed = edgebert.load(minilm_bundle)
     assert len(embed.encoder.encode([long])[0].ids) > embed.max_length == st_model.max_seq_length
-    with pytest.warns(EdgebertWarning, match="truncated"):
-        ours = embed([long, MORE[0]])
-    assert embed.last_truncated == [True, False]
+    with pytest.warns(TruncationWarning, match="truncated"):
+        ours, truncated = embed.embed_with_flags([long, MORE[0]])
+    assert truncated == [True, False]
+    np.testing.assert_array_equal(embed([long, MORE[0]]), ours)
     theirs = st_model.encode([long, MORE[0]], convert_to_numpy=True)
     assert _cosines(ours, theirs).min() >= 0.9999
     chunked = edgebert.load(minilm_bundle, long_text="chunk")(long)

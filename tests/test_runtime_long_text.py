@@ -18,8 +18,7 @@ from _runtime_util import (  # noqa: F401  (fixtures)
 )
 
 import edgebert
-from edgebert.errors import EdgebertError, InputError, LongTextError
-from edgebert.runtime import EdgebertWarning
+from edgebert.errors import ConfigError, InputError, LongTextError, TruncationWarning
 
 LONG = (
     "Edge models run fast on small devices while keeping quality high. The quick brown fox jumps over the "
@@ -69,7 +68,7 @@ def test_truncate_warns_once_and_says_so(clf_bundle, hf_pipeline) -> None:  # ty
     folder, bundle = clf_bundle
     clf = edgebert.load(bundle)
     assert len(clf.encoder.encode([LONG])[0].ids) > clf.max_length
-    with pytest.warns(EdgebertWarning, match="truncated") as record:
+    with pytest.warns(TruncationWarning, match="truncated") as record:
         got = clf([SHORT, LONG])
     assert [r.filename for r in record] == [__file__]  # the warning points at the caller's line
     assert "truncated" not in got[0] and got[1]["truncated"] is True
@@ -90,19 +89,21 @@ def test_truncate_warns_once_and_says_so(clf_bundle, hf_pipeline) -> None:  # ty
         assert all(m["truncated"] is True for m in mine)
 
 
-def test_truncate_on_arrays_sets_last_truncated(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_truncate_on_arrays_reports_flags_per_call(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
     embed = edgebert.load(tiny_bundle("bert", "embedding"))
-    with pytest.warns(EdgebertWarning):
-        vectors = embed([SHORT, LONG, SHORT])
-    assert vectors.shape[0] == 3 and embed.last_truncated == [False, True, False]
-    embed([SHORT])
-    assert embed.last_truncated == [False]
-    again, flags = embed.embed_with_flags([LONG, SHORT])  # the thread-safe form; warned once already
+    with pytest.warns(TruncationWarning):
+        vectors, flags = embed.embed_with_flags([SHORT, LONG, SHORT])
+    assert vectors.shape[0] == 3 and flags == [False, True, False]
+    assert embed.embed_with_flags([SHORT])[1] == [False]
+    again, flags = embed.embed_with_flags([LONG, SHORT])  # warned once already: no second warning
     assert flags == [True, False] and again.shape == (2, vectors.shape[1])
+    np.testing.assert_array_equal(embed([LONG, SHORT]), again)  # the plain call gives the same vectors
+    assert not hasattr(embed, "last_truncated")  # no per-call state on a shared pipeline
     fx = edgebert.load(tiny_bundle("bert", "feature-extraction"))
-    with pytest.warns(EdgebertWarning):
-        states = fx([LONG])
-    assert states[0].shape[0] == fx.max_length and fx.last_truncated == [True]
+    with pytest.warns(TruncationWarning):
+        states, flags = fx.extract_with_flags([LONG, SHORT])
+    assert states[0].shape[0] == fx.max_length and flags == [True, False]
+    assert [s.shape for s in fx([LONG, SHORT])] == [s.shape for s in states]
 
 
 # ----------------------------------------------------------------------------- error
@@ -121,9 +122,9 @@ def test_error_policy_raises_for_every_task(clf_bundle, ner_bundle, qa_bundle, m
     # short inputs still run under "error"
     assert calls[0][0](SHORT)["label"] in calls[0][0].labels
     assert len(calls[3][0](SHORT + " [MASK]")) == 5
-    with pytest.raises(EdgebertError, match="long_text"):
+    with pytest.raises(ConfigError, match="long_text"):
         edgebert.load(clf_bundle[1], long_text="cut")
-    with pytest.raises(EdgebertError, match="stride"):
+    with pytest.raises(ConfigError, match="stride"):
         edgebert.load(clf_bundle[1], stride=10_000)
 
 
@@ -165,7 +166,7 @@ def test_chunk_embedding_pools_windows(tiny_model, tiny_bundle) -> None:  # type
     if embed.normalize:
         want = want / np.linalg.norm(want)
     np.testing.assert_allclose(vec, want, atol=1e-4)
-    assert embed.last_truncated == [False]
+    assert embed.embed_with_flags([LONG])[1] == [False]  # chunked, not truncated
 
 
 def test_chunk_token_classification_offsets_and_no_duplicates(ner_bundle) -> None:  # type: ignore[no-untyped-def]
@@ -179,7 +180,7 @@ def test_chunk_token_classification_offsets_and_no_duplicates(ner_bundle) -> Non
     assert [e["index"] for e in tokens] == content
     assert [(e["start"], e["end"]) for e in tokens] == [full.offsets[i] for i in content]
     # tokens only the first window sees carry the first window's scores (= the truncated run's)
-    with pytest.warns(EdgebertWarning):
+    with pytest.warns(TruncationWarning):
         first = edgebert.load(bundle)(LONG, aggregation_strategy="none", ignore_labels=[])
     window = chunk.max_length - 2
     for a, b in zip(tokens[: window - stride], first[: window - stride], strict=True):
@@ -206,10 +207,10 @@ def test_chunk_fill_mask_predicts_a_late_mask(mlm_bundle) -> None:  # type: igno
     logits = outs[k][pos]
     assert [c["token"] for c in got] == list(np.argsort(-logits)[:3])
     assert got[0]["sequence"].endswith("is tall.") and "truncated" not in got[0]
-    with pytest.warns(EdgebertWarning), pytest.raises(InputError, match="beyond"):
+    with pytest.warns(TruncationWarning), pytest.raises(InputError, match="beyond"):
         edgebert.load(bundle)(text)
     early = edgebert.load(bundle)
-    with pytest.warns(EdgebertWarning):
+    with pytest.warns(TruncationWarning):
         cut = early("The [MASK] " + LONG)
     assert all(c["truncated"] is True for c in cut)
 
@@ -222,7 +223,7 @@ def test_question_answering_truncate_uses_the_first_window(qa_bundle) -> None:  
     answers = chunk(question=q, context=LONG, top_k=5)
     assert all("truncated" not in a for a in answers)
     truncate = edgebert.load(bundle, long_text="truncate")
-    with pytest.warns(EdgebertWarning):
+    with pytest.warns(TruncationWarning):
         cut = truncate(question=q, context=LONG, top_k=5)
     first_window = truncate.windows([(q, LONG)])[0][0]
     limit = max(end for (s, end), seq in zip(first_window.offsets, first_window.sequence_ids, strict=True) if seq == 1)

@@ -21,7 +21,7 @@ from _runtime_util import (  # noqa: F401  (fixtures)
 )
 
 import edgebert
-from edgebert.errors import InputError, LimitError
+from edgebert.errors import ConfigError, InputError, LimitError
 
 CONTEXT = (
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It is named after the engineer "
@@ -72,9 +72,9 @@ def test_classification_pairs_and_functions(clf_bundle, hf_pipeline) -> None:  #
     raw = ours.logits([TEXTS[0]])[0][0]
     none = ours(TEXTS[0], function_to_apply="none", top_k=None)
     assert sorted(g["score"] for g in none) == pytest.approx(sorted(raw.tolist()))
-    with pytest.raises(InputError, match="function_to_apply"):
+    with pytest.raises(ConfigError, match="function_to_apply"):
         ours(TEXTS[0], function_to_apply="tanh")
-    with pytest.raises(InputError, match="top_k"):
+    with pytest.raises(ConfigError, match="top_k"):
         ours(TEXTS[0], top_k=0)
 
 
@@ -249,5 +249,5 @@ def test_load_passes_options(ner_bundle: tuple[Path, Path]) -> None:
     pipe = edgebert.load(bundle, aggregation_strategy="first", long_text="error", threads=1)
     assert pipe.aggregation_strategy == "first" and pipe.long_text == "error"
     assert all("entity_group" in e for e in pipe(TEXTS[2], ignore_labels=[]))
-    with pytest.raises(InputError, match="aggregation_strategy"):
+    with pytest.raises(ConfigError, match="aggregation_strategy"):
         edgebert.load(bundle, aggregation_strategy="mean")

@@ -1,15 +1,17 @@
 """Measure int8 recipes side by side: latency (1 thread, interleaved), size, accuracy, batch-mate invariance.
 
-    python -m edgebert.quantize.measure embedding BUNDLE --work DIR [--texts 1000] [--optimum MODEL_DIR]
-    python -m edgebert.quantize.measure compare BUNDLE BASELINE.onnx OTHER.onnx ... [--reps 5]
-    python -m edgebert.quantize.measure classifier [--work DIR]
+    python scripts/research/measure_quantize.py embedding BUNDLE --work DIR [--texts 1000] [--optimum MODEL_DIR]
+    python scripts/research/measure_quantize.py compare BUNDLE BASELINE.onnx OTHER.onnx ... [--reps 5]
+    python scripts/research/measure_quantize.py classifier [--work DIR]
 
 ``embedding`` quantizes an fp32 embedding bundle with every method x format x per-channel
 combination (plus the accuracy-guarded recipe and, with ``--optimum``, optimum's ORTQuantizer
 avx512_vnni dynamic int8 of an optimum export of the same model) and prints a markdown table.
 ``classifier`` builds the fine-tuned MiniLM sentiment classifier (``edgebert.benchmarks.data``),
 exports it, quantizes it with ``--max-accuracy-drop 0.5`` and reports accuracy of both on the
-held-out snippets. Texts come from ``python -m edgebert.benchmarks.data prepare``.
+held-out snippets. Texts come from ``python -m edgebert.benchmarks.data prepare``. Results are in
+``quantize/MEASUREMENTS.md``. A research script, not part of the package: it uses the exporter and the
+benchmarks' data, which the shipped quantizer must not import.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from edgebert.benchmarks import data as bdata
+from edgebert.quantize import QuantizationConfig, quantize_model
 from edgebert.runtime.bundle import read_manifest
-from edgebert.runtime.session import create_session
+from edgebert.runtime.engines import Engine, open_engine
+from edgebert.runtime.pooling import normalize, pool_batch
+from edgebert.runtime.timing import interleave, median_ms
 from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
-
-from .config import QuantizationConfig
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic qoperator per-channel": {"method": "dynamic", "per_channel": True},
@@ -44,52 +47,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _session(path: str | os.PathLike[str]) -> ort.InferenceSession:
-    return create_session(path, threads=1)
+def _engine(path: str | os.PathLike[str]) -> Engine:
+    return open_engine(path, threads=1)
 
 
 def _feeds(encoder: TextEncoder, texts: Sequence[str], length: int | None = None) -> dict[str, np.ndarray]:
-    tok = encoder.tokenizer
-    tok.enable_truncation(length or encoder.max_length)
-    try:
-        encs = tok.encode_batch(list(texts))
-    finally:
-        tok.no_truncation()
-    return encoder.feeds(encs)
+    """Feeds truncated to ``length`` tokens (at most the model's maximum)."""
+    return encoder.feeds(encoder.encode_truncated(list(texts), min(length or encoder.max_length, encoder.max_length)))
 
 
-def embed(session: ort.InferenceSession, encoder: TextEncoder, texts: Sequence[str], batch: int = 32) -> np.ndarray:
+def _run(engine: Engine, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The first output (hidden states) of ``engine`` on the inputs it declares."""
+    return next(iter(engine.run({k: v for k, v in feeds.items() if k in engine.input_names}).values()))
+
+
+def embed(engine: Engine, encoder: TextEncoder, texts: Sequence[str], batch: int = 32) -> np.ndarray:
     """Mean-pooled, normalized embeddings (length-sorted batches of ``batch``)."""
-    names = [i.name for i in session.get_inputs()]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), 0), dtype=np.float64)
     vecs: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         feeds = _feeds(encoder, [texts[i] for i in idx], 128)
-        hidden = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
-        mask = feeds["attention_mask"][..., None].astype(np.float64)
-        v = (hidden * mask).sum(1) / mask.sum(1)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        v = normalize(pool_batch(_run(engine, feeds), feeds["attention_mask"], "mean").astype(np.float64))
         for row, i in enumerate(idx):
             vecs[i] = v[row]
-    out = np.stack([vecs[i] for i in range(len(texts))])
-    return out
+    return np.stack([vecs[i] for i in range(len(texts))])
 
 
-def latency(sessions: dict[str, ort.InferenceSession], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+def latency(engines: dict[str, Engine], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
     """Median ms per variant, variants interleaved round by round (1 thread each)."""
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in s.get_inputs()}})
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            f = {k: v for k, v in feeds.items() if k in {i.name for i in s.get_inputs()}}
-            t = time.perf_counter()
-            s.run(None, f)
-            times[name].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) * 1000 for k, v in times.items()}
+    calls = {name: (lambda e=e: _run(e, feeds)) for name, e in engines.items()}
+    return median_ms(interleave(calls, rounds=rounds, warmup=3))
 
 
 def optimum_int8(model_dir: str, work: Path) -> Path:
@@ -109,10 +97,6 @@ def optimum_int8(model_dir: str, work: Path) -> Path:
 
 
 def measure_embedding(args: argparse.Namespace) -> dict[str, Any]:
-    from edgebert.benchmarks import data as bdata
-
-    from .api import quantize_model
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     files = bdata.write_split_files()
@@ -135,23 +119,22 @@ def measure_embedding(args: argparse.Namespace) -> dict[str, Any]:
         models[name] = out / "model.onnx"
     if args.optimum:
         models["optimum dynamic avx512_vnni per-channel"] = optimum_int8(args.optimum, work)
-    sessions = {k: _session(p) for k, p in models.items()}
+    engines = {k: _engine(p) for k, p in models.items()}
     long_text = " ".join(texts[:60])
     f128 = _feeds(encoder, [long_text], 128)
     f16 = {k: v[:, :16].copy() for k, v in f128.items()}
     f16["input_ids"][:, -1] = f128["input_ids"][:, -1]
-    lat16 = latency(sessions, f16, args.rounds)
-    lat128 = latency(sessions, f128, args.rounds)
-    ref = embed(sessions["fp32 (edgebert export)"], encoder, texts)
+    lat16 = latency(engines, f16, args.rounds)
+    lat128 = latency(engines, f128, args.rounds)
+    ref = embed(engines["fp32 (edgebert export)"], encoder, texts)
     rows = []
     alone = _feeds(encoder, [texts[0]])
     both = _feeds(encoder, [texts[0], long_text], 128)
     n = int(alone["attention_mask"].sum())
-    for name, s in sessions.items():
-        cos = (embed(s, encoder, texts) * ref).sum(1)
-        names = {i.name for i in s.get_inputs()}
-        a = s.run(None, {k: v for k, v in alone.items() if k in names})[0][0, :n]
-        b = s.run(None, {k: v for k, v in both.items() if k in names})[0][0, :n]
+    for name, engine in engines.items():
+        cos = (embed(engine, encoder, texts) * ref).sum(1)
+        a = _run(engine, alone)[0, :n]
+        b = _run(engine, both)[0, :n]
         rec = records.get(name) or {}
         rows.append({
             "variant": name, "ms_1x16": round(lat16[name], 2), "ms_1x128": round(lat128[name], 2),
@@ -164,10 +147,7 @@ def measure_embedding(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_classifier(args: argparse.Namespace) -> dict[str, Any]:
-    from edgebert.benchmarks import data as bdata
     from edgebert.export import export_model
-
-    from .api import quantize_model
 
     work = Path(args.work)
     files = bdata.write_split_files()
@@ -185,17 +165,15 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     """Head-to-head latency of ONNX files: interleaved, repeated; ratios to the first file per repetition."""
     bundle = Path(args.bundle)
     encoder = TextEncoder(load_tokenizer(bundle / "tokenizer.json"), read_manifest(bundle))
-    from edgebert.benchmarks import data as bdata
-
     texts = bdata.write_split_files()["eval_texts"].read_text(encoding="utf-8").splitlines()[:60]
-    sessions = {str(p): _session(p) for p in args.models}
+    engines = {str(p): _engine(p) for p in args.models}
     f128 = _feeds(encoder, [" ".join(texts)], 128)
     f16 = {k: v[:, :16].copy() for k, v in f128.items()}
     f16["input_ids"][:, -1] = f128["input_ids"][:, -1]
-    runs: dict[str, dict[str, list[float]]] = {"1x16": {k: [] for k in sessions}, "1x128": {k: [] for k in sessions}}
+    runs: dict[str, dict[str, list[float]]] = {"1x16": {k: [] for k in engines}, "1x128": {k: [] for k in engines}}
     for _ in range(args.reps):
         for shape, feeds, rounds in (("1x128", f128, args.rounds), ("1x16", f16, args.rounds * 3)):
-            for k, ms in latency(sessions, feeds, rounds).items():
+            for k, ms in latency(engines, feeds, rounds).items():
                 runs[shape][k].append(ms)
     first = str(args.models[0])
     for shape, per in runs.items():
@@ -216,7 +194,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgebert.quantize.measure", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python scripts/research/measure_quantize.py",
+                                description=(__doc__ or "").splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("embedding")
     e.add_argument("bundle")
@@ -236,7 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--work", default="/tmp/edgebert-measure")
     c.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
-    ort.set_default_logger_severity(3)
     if args.what == "embedding":
         result = measure_embedding(args)
         print(table(result))

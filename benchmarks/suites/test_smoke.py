@@ -14,7 +14,10 @@ import pytest
 
 from edgebert.benchmarks import report
 from edgebert.benchmarks.cli import REGRESSION_EXIT
+from edgebert.benchmarks.variants import registry
 from edgebert.cli import main
+
+from .conftest import check_results
 
 pytestmark = pytest.mark.bench_smoke
 
@@ -31,27 +34,32 @@ def smoke_run(bench_tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory)
     return {"out": out, "work": work, "results": report.load_json(out / "tiny.json")}
 
 
-def test_bench_writes_json_markdown_and_plots(smoke_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_writes_json_markdown_and_plots(smoke_run: dict[str, Any]) -> None:
     out, results = smoke_run["out"], smoke_run["results"]
     for name in ("tiny.md", "tiny-latency.png", "tiny-speedup.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "tiny-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    names = set(results["variants"])
-    assert {"pytorch-fp32", "pytorch-int8", "optimum-fp32", "optimum-int8", "edgebert-fp32", "edgebert-int8"} <= names
+    assert list(results["variants"]) == list(registry())  # every variant, in registry order
     assert results["machine"]["cpu_model"] and results["machine"]["versions"]["onnxruntime"]
     assert results["machine"]["gemm_peak"]["fp32_gflops"] > 0
-    shapes = {(r["shape"], r["mode"]) for r in results["results"]}
-    assert {("1x8", "model"), ("1x8", "e2e"), ("1x32", "model"), ("corpus", "e2e")} <= shapes
-    for r in results["results"]:
-        assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and len(r["times_ms"]) == r["rounds"]
-        assert r["speedup_vs_pytorch"] is not None
-    ref = [r for r in results["results"] if r["variant"] == "pytorch-fp32"]
-    assert all(r["speedup_vs_pytorch"] == 1.0 for r in ref)
-    fp32 = results["variants"]["edgebert-fp32"]
-    assert fp32["accuracy"]["cosine_min"] > 0.999  # the exported graph matches PyTorch
-    assert fp32["size_mb"] > 0
+    assert results["config"]["shapes"] == ["1x8", "1x32", "corpus"]
+    check_results(results)
     md = (out / "tiny.md").read_text()
-    assert "| variant |" in md and "edgebert-int8" in md
+    assert "| variant |" in md and all(f"| {name} |" in md for name in results["variants"])
+
+
+def test_edgebert_int8_variants_come_from_edgebert_quantize(smoke_run: dict[str, Any]) -> None:
+    """Not a stand-in: each edgebert int8 variant is a bundle written by edgebert.quantize with its recipe."""
+    from edgebert.runtime.bundle import read_manifest
+
+    methods = {"edgebert-int8": "static", "edgebert-int8-dynamic": "dynamic"}
+    for name, method in methods.items():
+        variant = smoke_run["results"]["variants"][name]
+        manifest = read_manifest(variant["artifact"])
+        assert variant["precision"] == manifest.precision == "int8", name
+        record = dict(manifest.quantization or {})
+        assert record.get("edgebert_quantize") == 1 and record.get("method") == method, (name, record)
+        assert manifest.accuracy, name  # the quantizer's accuracy evidence travels with the bundle
 
 
 def test_cold_start_and_peak_rss_in_a_fresh_process(smoke_run: dict[str, Any], bench_tiny_bundle: Path) -> None:
@@ -88,6 +96,16 @@ def test_unknown_variant_lists_the_valid_ones(bench_tiny_bundle: Path, tmp_path:
     assert "unknown variant(s) turbo" in err and "pytorch-fp32" in err and "edgebert-int8" in err
 
 
+def test_unwritable_work_directory_is_a_clear_error(bench_tiny_bundle: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = ["bench", str(bench_tiny_bundle), "--variants", "edgebert-fp32", "--no-gemm-peak", "--no-progress",
+            "--work", str(blocker / "work"), "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert "cannot create the work directory" in capsys.readouterr().err
+
+
 def test_missing_source_model_skips_pytorch(smoke_run: dict[str, Any], bench_tiny_bundle: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "moved"
@@ -102,13 +120,14 @@ def test_missing_source_model_skips_pytorch(smoke_run: dict[str, Any], bench_tin
     captured = capsys.readouterr()
     assert "no longer available" in captured.err and "pytorch-fp32" in captured.err
     results = report.load_json(tmp_path / "out" / "moved.json")
-    assert results["variants"] and all(v["family"] == "edgebert" for v in results["variants"].values())
+    assert list(results["variants"]) == [n for n, v in registry().items() if v.family == "edgebert"]
     assert "pytorch-fp32" in results["skipped"] and results["reference"] is None
     assert "no longer available" in captured.out  # the table says why, too
 
 
 def test_pytest_benchmark_runs_a_variant(benchmark: Any, bench_tiny_bundle: Path, tmp_path: Path) -> None:
-    from edgebert.benchmarks.variants import BenchContext, select_variants
+    from edgebert.benchmarks.context import BenchContext
+    from edgebert.benchmarks.variants import select_variants
     from edgebert.benchmarks.workloads import Shape, load_corpus, shape_inputs
     from edgebert.runtime.tokenize import load_tokenizer
 

@@ -1,4 +1,4 @@
-"""Sessions (threads, sharing, warm-up), bundle checks at load, clear errors, and import hygiene."""
+"""Loading a pipeline: engine threads, sharing, warm-up, bundle checks at load, clear errors, import hygiene."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from _runtime_util import (  # noqa: F401  (fixtures)
     fixture_clf_bundle,
     fixture_mlm_bundle,
     fixture_ner_bundle,
+    record_engine_runs,
     run_python,
 )
 
 import edgebert
-from edgebert.errors import BundleError, BundleVersionError, ChecksumError, EdgebertError, InputError
+from edgebert.errors import BundleError, BundleVersionError, ChecksumError, ConfigError, InputError, IsaMismatchWarning
+from edgebert.runtime.cpus import available_cpus
 
 
 # ----------------------------------------------------------------------------- threads
@@ -31,19 +33,20 @@ def test_threads_default_to_the_cpus_this_process_may_use(clf_bundle) -> None:  
 import os
 os.sched_setaffinity(0, {{{cpu}}})
 import edgebert
-from edgebert.runtime.session import available_cpus
+from edgebert.runtime.cpus import available_cpus
 pipe = edgebert.load({str(bundle)!r})
-print(available_cpus(), pipe.session.get_session_options().intra_op_num_threads)
+print(available_cpus(), pipe.engine.threads, pipe.engine.session.get_session_options().intra_op_num_threads)
 """
-    assert run_python(code).stdout.split() == ["1", "1"]
-    from edgebert.runtime.session import available_cpus
-
+    assert run_python(code).stdout.split() == ["1", "1", "1"]
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
     default = edgebert.load(bundle)
-    assert default.session.get_session_options().intra_op_num_threads == available_cpus()
-    assert edgebert.load(bundle, threads=1).session.get_session_options().intra_op_num_threads == 1
+    assert default.engine.threads == available_cpus()
+    # the engine's thread count is what ONNX Runtime was really given
+    assert default.engine.session.get_session_options().intra_op_num_threads == available_cpus()
+    one = edgebert.load(bundle, threads=1)
+    assert one.engine.threads == one.engine.session.get_session_options().intra_op_num_threads == 1
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(EdgebertError, match="threads"):
+        with pytest.raises(ConfigError, match="threads"):
             edgebert.load(bundle, threads=bad)
 
 
@@ -79,17 +82,8 @@ def test_one_pipeline_shared_across_threads(minilm_bundle, ner_bundle) -> None: 
 
 
 def test_warmup_runs_the_model_once_at_load(clf_bundle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import edgebert.runtime.pipeline as pipeline_module
-
     _, bundle = clf_bundle
-    runs: list[tuple[int, ...]] = []
-    real = pipeline_module.run_session
-
-    def spy(session, feeds, outputs=None):  # type: ignore[no-untyped-def]
-        runs.append(feeds["input_ids"].shape)
-        return real(session, feeds, outputs)
-
-    monkeypatch.setattr(pipeline_module, "run_session", spy)
+    runs = record_engine_runs(monkeypatch)
     cold = edgebert.load(bundle)
     assert runs == []
     warm = edgebert.load(bundle, warmup=True)
@@ -168,24 +162,30 @@ def test_pairs_to_single_text_pipelines_and_empty_lists(minilm_bundle, ner_bundl
 
 
 def test_runtime_imports_no_heavy_packages(minilm_bundle) -> None:  # type: ignore[no-untyped-def]
+    """``import edgebert.runtime``, every runtime module, a load and a call import none of PROHIBITED."""
     code = f"""
-import sys
+import importlib, pkgutil, sys
 import edgebert.runtime
-import edgebert
+def heavy():
+    return sorted({{m.split(".")[0] for m in sys.modules}} & set({PROHIBITED!r}))
+print(heavy())
+import edgebert, edgebert.cli
 pipe = edgebert.load({str(minilm_bundle)!r})
-vec = pipe(["some text", "another"])
-assert vec.shape == (2, 384)
-import edgebert.runtime.classification, edgebert.runtime.token_classification
-import edgebert.runtime.question_answering, edgebert.runtime.fill_mask, edgebert.runtime.cli
-import edgebert.runtime.verify_cli
-
-print(sorted(m for m in sys.modules if m.split(".")[0] in {PROHIBITED!r}))
+assert pipe(["some text", "another"]).shape == (2, 384)
+names = [m.name for m in pkgutil.walk_packages(edgebert.runtime.__path__, "edgebert.runtime.")]
+assert "edgebert.runtime.engines.ort" in names and "edgebert.runtime.cli" in names, names
+for name in names:
+    importlib.import_module(name)
+print(heavy())
+import onnx  # the control: the check sees a heavy import
+print(heavy())
 """
-    assert run_python(code).stdout.strip() == "[]"
+    lines = run_python(code).stdout.splitlines()
+    assert lines == ["[]", "[]", "['onnx']"], lines
 
 
 def test_an_int8_bundle_tuned_for_another_cpu_warns_at_load(clf_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from edgebert.runtime.isa import IsaMismatchWarning, detect_isa
+    from edgebert.runtime.isa import detect_isa
 
     bundle = copy_bundle(clf_bundle[1], tmp_path / "b")
     manifest = json.loads((bundle / "edgebert.json").read_text())

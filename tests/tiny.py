@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgebert.errors import InputError
-
-from .specs import TASK_HEADS, arch_spec
+from edgebert.export.specs import arch_spec
+from edgebert.runtime.tasks import TASKS
 
 CORPUS = (
     "the quick brown fox jumps over the lazy dog",
@@ -284,7 +284,7 @@ def _recipe(model_type: str) -> TinyRecipe:
     try:
         return RECIPES[model_type]
     except KeyError:
-        raise InputError(f"no tiny-model recipe for {model_type!r}; add one to edgebert.export.tiny.RECIPES.") from None
+        raise InputError(f"no tiny-model recipe for {model_type!r}; add one to tests/tiny.py RECIPES.") from None
 
 
 def make_tokenizer(model_type: str, max_length: int, vocab_size: int = DEFAULT_TOKENIZER_VOCAB) -> Any:
@@ -323,7 +323,7 @@ def make_tiny_model(
     import transformers
 
     spec = arch_spec(model_type)
-    if task not in TASK_HEADS or task not in spec.tasks:
+    if task not in TASKS or task not in spec.tasks:
         raise InputError(f"{spec.name} has no task {task!r}; it supports {', '.join(spec.tasks)}.")
     recipe = _recipe(model_type)
     if task == "question-answering":
@@ -349,7 +349,7 @@ def make_tiny_model(
     dest = Path(dest)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = getattr(transformers, TASK_HEADS[task][0]).from_config(config)
+        model = getattr(transformers, TASKS[task].head).from_config(config)
     model.config.architectures = [type(model).__name__]
     model.eval()
     model.save_pretrained(dest)

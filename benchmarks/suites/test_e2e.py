@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from edgebert.benchmarks.variants import Runner, registry
+from edgebert.benchmarks.runners import Runner
+from edgebert.benchmarks.variants import registry
 from edgebert.benchmarks.workloads import load_corpus
 
 from .conftest import bench_threads, inputs_for
@@ -22,8 +23,6 @@ pytestmark = [pytest.mark.bench_full, pytest.mark.filterwarnings("ignore:.*were 
 def test_e2e_latency(benchmark: Any, bench_context: Any, get_runner: Callable[[str, int], Runner],
                      variant: str, shape: str, threads: int) -> None:
     runner = get_runner(variant, threads)
-    if not runner.has_e2e:
-        pytest.skip(f"{variant}: no end-to-end pipeline for task {bench_context.task}")
     real_shape, inputs = inputs_for(bench_context, shape)
     runner.activate()
     benchmark.group = f"e2e {real_shape.label} {threads} thread(s)"
@@ -37,8 +36,6 @@ def test_e2e_latency(benchmark: Any, bench_context: Any, get_runner: Callable[[s
 def test_corpus_throughput(benchmark: Any, bench_context: Any, get_runner: Callable[[str, int], Runner],
                            variant: str, threads: int) -> None:
     runner = get_runner(variant, threads)
-    if not runner.has_e2e:
-        pytest.skip(f"{variant}: no end-to-end pipeline for task {bench_context.task}")
     texts, _, source = load_corpus(1000)
     runner.activate()
     benchmark.group = f"corpus {len(texts)} sentences {threads} thread(s)"

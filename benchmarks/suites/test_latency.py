@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from edgebert.benchmarks.variants import Runner, registry
+from edgebert.benchmarks.runners import Runner
+from edgebert.benchmarks.variants import registry
 
 from .conftest import bench_threads, inputs_for
 

@@ -1,10 +1,10 @@
-"""Runtime measurements for the issue-3 note (not collected by pytest). MiniLM fp32, one thread.
+"""Runtime measurements for the issue-3 note (a research script, not a test). MiniLM fp32, one thread.
 
-    python tests/_measure_runtime.py [BUNDLE] [--rounds 50] [--skip-size]
+    python scripts/research/measure_runtime.py [BUNDLE] [--rounds 50] [--skip-size]
 
 1. end-to-end latency of ``embed([text])`` at ~16 and ~128 tokens against sentence-transformers
-   ``encode`` and against the bare ONNX session on pre-tokenized feeds (the runtime's own overhead),
-   variants interleaved round by round in one process, p50 (and p10/p90);
+   ``encode`` and against the bare engine run on pre-tokenized feeds (the runtime's own overhead),
+   variants interleaved round by round in one process (``edgebert.runtime.timing``), p50 (and p10/p90);
 2. throughput on 1,000 sentences of mixed length (the Rotten Tomatoes bench split when
    ``python -m edgebert.benchmarks.data prepare`` has run, else sentences built from the test texts),
    with and without length sorting (batch 32), and sentence-transformers for reference;
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bundle(arg: str | None) -> Path:
@@ -46,48 +47,16 @@ def _bundle(arg: str | None) -> Path:
     return out
 
 
+WORDS = ("edge", "models", "run", "fast", "on", "small", "devices", "while", "keeping", "quality", "high", "and",
+         "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "near", "the", "riverbank", "at",
+         "dawn", "then", "naps", "under", "a", "tree", "in", "the", "afternoon", "sun")  # fmt: skip
+
+
 def _text_of(tokens: int, encode: Any) -> str:
-    words = [
-        "edge",
-        "models",
-        "run",
-        "fast",
-        "on",
-        "small",
-        "devices",
-        "while",
-        "keeping",
-        "quality",
-        "high",
-        "and",
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "the",
-        "lazy",
-        "dog",
-        "near",
-        "the",
-        "riverbank",
-        "at",
-        "dawn",
-        "then",
-        "naps",
-        "under",
-        "a",
-        "tree",
-        "in",
-        "the",
-        "afternoon",
-        "sun",
-    ]
     text = ""
     i = 0
     while len(encode(text)) < tokens:
-        text = f"{text} {words[i % len(words)]}".strip()
+        text = f"{text} {WORDS[i % len(WORDS)]}".strip()
         i += 1
     return text
 
@@ -105,9 +74,9 @@ def _corpus(n: int = 1000) -> tuple[list[str], str]:
     return [" ".join(rng.sample(TEXTS, rng.randint(1, 4))) for _ in range(n)], "combinations of the test texts"
 
 
-def _pct(values: list[float]) -> str:
-    qs = statistics.quantiles(values, n=10)
-    return f"p50 {statistics.median(values) * 1000:7.2f} ms  (p10 {qs[0] * 1000:6.2f}, p90 {qs[-1] * 1000:6.2f})"
+def _pct(values_ms: list[float]) -> str:
+    qs = statistics.quantiles(values_ms, n=10)
+    return f"p50 {statistics.median(values_ms):7.2f} ms  (p10 {qs[0]:6.2f}, p90 {qs[-1]:6.2f})"
 
 
 def latency(bundle: Path, rounds: int) -> None:
@@ -115,7 +84,7 @@ def latency(bundle: Path, rounds: int) -> None:
     from sentence_transformers import SentenceTransformer
 
     import edgebert
-    from edgebert.runtime.session import run_session
+    from edgebert.runtime.timing import interleave
 
     torch.set_num_threads(1)
     embed = edgebert.load(bundle, threads=1)
@@ -128,39 +97,27 @@ def latency(bundle: Path, rounds: int) -> None:
         variants = {
             "edgebert embed([text])": lambda text=text: embed([text]),
             "sentence-transformers encode": lambda text=text: st.encode([text], convert_to_numpy=True),
-            "bare ONNX session.run": lambda feeds=feeds: run_session(embed.session, feeds),
+            "bare engine.run": lambda feeds=feeds: embed.engine.run(feeds),
         }
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(5):
-            for fn in variants.values():
-                fn()
-        for _ in range(rounds):
-            for name, fn in variants.items():
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
+        times = interleave(variants, rounds=rounds, warmup=5)
         print(f"\nlatency, 1 x {n} tokens, 1 thread, {rounds} interleaved rounds:")
         for name, values in times.items():
             print(f"  {name:32s} {_pct(values)}")
-        overhead = statistics.median(times["edgebert embed([text])"]) - statistics.median(
-            times["bare ONNX session.run"]
-        )
-        print(f"  runtime overhead over the bare session: {overhead * 1000:.2f} ms (p50 difference)")
-        # The overhead alone, free of the model's noise: the same call with session.run answered from a cache.
-        import edgebert.runtime.pipeline as pipeline_module
+        overhead = statistics.median(times["edgebert embed([text])"]) - statistics.median(times["bare engine.run"])
+        print(f"  runtime overhead over the bare engine: {overhead:.2f} ms (p50 difference)")
+        print(f"  runtime overhead measured with the model stubbed out: {_pct(_stubbed(embed, text, feeds, rounds))}")
 
-        cached = run_session(embed.session, feeds)
-        real = pipeline_module.run_session
-        pipeline_module.run_session = lambda session, f, outputs=None, cached=cached: cached
-        try:
-            stub = []
-            for _ in range(rounds * 4):
-                t = time.perf_counter()
-                embed([text])
-                stub.append(time.perf_counter() - t)
-        finally:
-            pipeline_module.run_session = real
-        print(f"  runtime overhead measured with the model stubbed out: {_pct(stub)}")
+
+def _stubbed(embed: Any, text: str, feeds: Any, rounds: int) -> list[float]:
+    """The overhead alone, free of the model's noise: the same call with the engine answering from a cache."""
+    from edgebert.runtime.timing import interleave
+
+    cached = embed.engine.run(feeds)
+    embed.engine.run = lambda f, outputs=None: cached  # an instance attribute shadows the method
+    try:
+        return interleave({"stub": lambda: embed([text])}, rounds=rounds * 4, warmup=0)["stub"]
+    finally:
+        del embed.engine.run
 
 
 def throughput(bundle: Path) -> None:
@@ -170,6 +127,7 @@ def throughput(bundle: Path) -> None:
     import edgebert
     import edgebert.runtime.pipeline as pipeline_module
     from edgebert.runtime import BatchLimits
+    from edgebert.runtime.timing import interleave
 
     torch.set_num_threads(1)
     texts, source = _corpus()
@@ -187,25 +145,22 @@ def throughput(bundle: Path) -> None:
 
     st = SentenceTransformer(str(embed.manifest.source.get("path")), device="cpu")
     embed(texts[:64])
-    results: dict[str, list[float]] = {
-        "edgebert, length-sorted": [],
-        "edgebert, input order": [],
-        "sentence-transformers encode (batch 32)": [],
+    plan = {"edgebert, length-sorted": sorted_plan, "edgebert, input order": unsorted_plan}
+    calls = {
+        "edgebert, length-sorted": lambda: embed(texts),
+        "edgebert, input order": lambda: embed(texts),
+        "sentence-transformers encode (batch 32)": lambda: st.encode(texts, batch_size=32, convert_to_numpy=True),
     }
-    for _ in range(3):
+
+    def use_plan(name: str) -> Callable[[], None]:
+        return lambda: setattr(pipeline_module, "plan_batches", plan.get(name, sorted_plan))
+
+    try:
+        results = interleave(calls, rounds=3, warmup=0, activate={name: use_plan(name) for name in calls})
+    finally:
         pipeline_module.plan_batches = sorted_plan
-        t = time.perf_counter()
-        embed(texts)
-        results["edgebert, length-sorted"].append(time.perf_counter() - t)
-        pipeline_module.plan_batches = unsorted_plan
-        t = time.perf_counter()
-        embed(texts)
-        results["edgebert, input order"].append(time.perf_counter() - t)
-        pipeline_module.plan_batches = sorted_plan
-        t = time.perf_counter()
-        st.encode(texts, batch_size=32, convert_to_numpy=True)
-        results["sentence-transformers encode (batch 32)"].append(time.perf_counter() - t)
-    for name, values in results.items():
+    for name, values_ms in results.items():
+        values = [v / 1000 for v in values_ms]
         best = min(values)
         runs = ", ".join(f"{v:.2f}" for v in values)
         print(f"  {name:40s} best of 3 {best:6.2f} s  ({len(texts) / best:6.0f} sentences/s; runs {runs})")

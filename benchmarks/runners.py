@@ -1,0 +1,189 @@
+"""Runners: a variant opened at a fixed thread count, and what each library does with a graph's output.
+
+Runners take the same numpy feeds (model-only) or texts (end-to-end) and return numpy arrays, so the
+harness can time and compare them side by side. Heavy libraries (torch, tokenizers' own copies) are
+imported only when a runner that needs them opens.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebert.runtime.batching import BatchLimits, plan_batches
+from edgebert.runtime.engines import open_engine
+from edgebert.runtime.manifest import Manifest
+from edgebert.runtime.pooling import normalize, pool_batch, pooling_of
+from edgebert.runtime.tasks import get_task
+
+from .context import BenchContext
+from .workloads import CORPUS_BATCH
+
+
+# ---------------------------------------------------------------------------------------- post-processing
+def _pooled(manifest: Manifest, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One vector per text, pooled (and normalized) as the bundle's manifest records."""
+    mode, unit = pooling_of(manifest.pooling)
+    vectors = pool_batch(hidden, mask, mode)
+    return (normalize(vectors) if unit else vectors).astype(np.float32)
+
+
+def _softmax(manifest: Manifest, logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def _per_text_states(manifest: Manifest, hidden: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    return [hidden[i, : int(n)] for i, n in enumerate(mask.sum(axis=1))]
+
+
+def _raw(manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return output
+
+
+def postprocess(task: str, manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> Any:
+    """Turn the graph's first output into the task result the way the reference libraries do (numpy,
+    float32): pooled vectors (sentence-transformers), per-text token states, label scores."""
+    spec = get_task(task)
+    if spec.pooled:
+        return _pooled(manifest, output, mask)
+    if spec.per_token(spec.output_names[0]):
+        return _per_text_states(manifest, output, mask)
+    if spec.labels:
+        return _softmax(manifest, output, mask)
+    return _raw(manifest, output, mask)
+
+
+def summarize(task: str, manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One row per item for accuracy: per-token vectors pooled as the manifest says (mean by default),
+    everything else (logits of a text, per-token scores) as it is."""
+    spec = get_task(task)
+    if spec.per_token(spec.output_names[0]) and output.ndim == 3:
+        return np.asarray(_pooled(manifest, output, mask), dtype=np.float64)
+    return np.asarray(output, dtype=np.float64).reshape(output.shape[0], -1)
+
+
+def in_batches(texts: Sequence[str], fn: Callable[[list[str]], Any], batch_size: int = CORPUS_BATCH) -> list[Any]:
+    """Run ``fn`` over length-sorted batches (as sentence-transformers does); results in input order."""
+    limits = BatchLimits(max_batch_size=batch_size, max_batch_tokens=sys.maxsize)
+    results: list[Any] = [None] * len(texts)
+    for idx in plan_batches([len(t) for t in texts], limits):
+        for i, r in zip(idx, fn([texts[i] for i in idx]), strict=True):
+            results[i] = r
+    return results
+
+
+# ---------------------------------------------------------------------------------------- runners
+class Runner:
+    """A variant opened at a fixed thread count. ``run`` is model-only, ``e2e`` is text in, result out."""
+
+    threads: int = 1
+
+    def activate(self) -> None:
+        """Called (untimed) before each timed call: e.g. fix torch's thread count."""
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Any:
+        return feeds
+
+    def run(self, prepared: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def e2e(self, texts: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """A transformers model in eager mode with its Hugging Face tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any, ctx: BenchContext, threads: int) -> None:
+        self.model, self.tokenizer, self.ctx, self.threads = model, tokenizer, ctx, threads
+        self.names = set(ctx.manifest.inputs)
+
+    def activate(self) -> None:
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+    def run(self, prepared: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**prepared)
+        return np.asarray(out[0].numpy())
+
+    def e2e(self, texts: Sequence[str]) -> Any:
+        import torch
+
+        def batch(items: list[str]) -> Any:
+            enc = self.tokenizer(items, padding=True, truncation=True, max_length=self.ctx.manifest.max_length,
+                                 return_tensors="pt")
+            with torch.inference_mode():
+                out = self.model(**{k: v for k, v in enc.items() if k in self.names})
+            return postprocess(self.ctx.task, self.ctx.manifest, out[0].numpy(), enc["attention_mask"].numpy())
+
+        return in_batches(texts, batch)
+
+
+class OrtRunner(Runner):
+    """A plain ONNX Runtime graph with its own ``tokenizers`` tokenizer: the off-the-shelf path."""
+
+    def __init__(self, model: Path, tokenizer_file: Path, ctx: BenchContext, threads: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.engine = open_engine(model, threads=threads)
+        self.names = list(self.engine.input_names)
+        self.output = self.engine.output_names[0]
+        self.ctx, self.threads = ctx, threads
+        # this runner's own tokenizer, set up the way an off-the-shelf user would
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.enable_truncation(ctx.manifest.max_length)
+        self.tokenizer.enable_padding(pad_id=int(ctx.manifest.tokenizer.get("pad_id", 0) or 0))
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Any:
+        return {k: feeds[k] if k in feeds else np.zeros_like(feeds["input_ids"]) for k in self.names}
+
+    def run(self, prepared: Any) -> np.ndarray:
+        return np.asarray(self.engine.run(prepared)[self.output])
+
+    def e2e(self, texts: Sequence[str]) -> Any:
+        def batch(items: list[str]) -> Any:
+            encs = self.tokenizer.encode_batch(items)
+            ids = np.array([e.ids for e in encs], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+            all_feeds = {"input_ids": ids, "attention_mask": mask,
+                         "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+            out = self.engine.run({k: all_feeds[k] for k in self.names})[self.output]
+            return postprocess(self.ctx.task, self.ctx.manifest, out, mask)
+
+        return in_batches(texts, batch)
+
+
+class EdgebertRunner(Runner):
+    """``edgebert.load(bundle, threads=...)``: model-only runs its engine, end-to-end calls the pipeline."""
+
+    def __init__(self, bundle: Path, threads: int) -> None:
+        import edgebert
+
+        self.threads = threads
+        self.pipeline: Any = edgebert.load(bundle, threads=threads)
+        self.engine = self.pipeline.engine
+        self.output = self.engine.output_names[0]
+
+    def run(self, prepared: Any) -> np.ndarray:
+        return np.asarray(self.engine.run(prepared)[self.output])
+
+    def e2e(self, texts: Sequence[str]) -> Any:
+        return self.pipeline(list(texts))
+
+
+__all__ = ["EdgebertRunner", "OrtRunner", "Runner", "TorchRunner", "in_batches", "postprocess", "summarize"]

@@ -1,0 +1,86 @@
+"""The ONNX Runtime engine (CPU execution provider): the default, part of the core install."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgebert.errors import BundleError, EngineError
+
+from ..cpus import available_cpus
+from ..safety import check_model
+
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class OrtEngine:
+    """An ``onnxruntime.InferenceSession`` on the CPU provider, sequential, fixed intra-op threads.
+
+    ``session`` is the ONNX Runtime session itself, for tools that need ORT-specific features
+    (profiling); everything else goes through :meth:`run`.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        threads: int | None = None,
+        optimization: str = "all",
+        check: bool = True,
+    ) -> None:
+        self.threads = threads or available_cpus()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = _LEVELS[optimization]
+        opts.log_severity_level = 3
+        where = "the in-memory graph" if isinstance(model, bytes) else str(model)
+        if check and not isinstance(model, bytes):
+            check_model(Path(model))  # refuse a hostile file before ONNX Runtime parses or allocates anything
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise BundleError(
+                f"{where}: ONNX Runtime cannot load this model ({type(e).__name__}: {first_line(e)}). "
+                "The file is corrupt or was produced for another runtime; re-export the bundle."
+            ) from e
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self._widths = {o.name: o.shape[-1] if o.shape else None for o in self.session.get_outputs()}
+
+    def output_width(self, name: str) -> int | None:
+        width = self._widths.get(name)
+        return int(width) if isinstance(width, int) else None
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        try:
+            values = self.session.run(names, dict(feeds))
+        except Exception as e:
+            shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+            raise EngineError(
+                f"ONNX Runtime failed to run the model on inputs {shapes} ({type(e).__name__}: {first_line(e)}). "
+                "Check that the bundle matches its manifest (`edgebert verify BUNDLE`)."
+            ) from e
+        return dict(zip(names, values, strict=True))
+
+    def __repr__(self) -> str:
+        return f"OrtEngine(threads={self.threads}, inputs={list(self.input_names)}, outputs={list(self.output_names)})"
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""
