@@ -90,7 +90,7 @@ def load(
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for a {manifest.task} bundle; "
+            f"unknown option(s) {', '.join(map(repr, unknown))} for this {manifest.task} bundle; "
             f"valid options: engine, threads, verify, {', '.join(valid)}."
         )
     return cls(bundle, manifest=manifest, engine=engine, threads=threads, verify=verify, **options)

@@ -48,15 +48,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 def checked_options(method: F) -> F:
     """Turn an unknown keyword option of a pipeline call into a :class:`ConfigError` listing the valid ones."""
     params = inspect.signature(method).parameters
-    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
+    accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
+    options = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    valid = f"valid options: {', '.join(options)}" if options else "it takes no options"
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        unknown = [k for k in kwargs if k not in valid]
+        unknown = [k for k in kwargs if k not in accepted]
         if unknown:
             raise ConfigError(
-                f"{type(self).__name__}: unknown option(s) {', '.join(map(repr, unknown))}; "
-                f"valid options: {', '.join(valid)}."
+                f"{type(self).__name__}.{method.__name__}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"{valid}."
             )
         return method(self, *args, **kwargs)
 

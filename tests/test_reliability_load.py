@@ -81,15 +81,9 @@ def run_threads(pipe: Any, calls: list[list[str]], n_threads: int, rounds: int) 
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_threads)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    run_in_threads(worker, n_threads)
     elapsed = time.perf_counter() - t0
-    stuck = [t.name for t in threads if t.is_alive()]
-    assert not stuck, f"threads {stuck} did not finish within 300 s: deadlock?"
     if errors:
         raise errors[0]
     return results, len(calls) * rounds / elapsed
@@ -138,12 +132,7 @@ def test_threads_share_other_pipelines(task: str, tiny_bundle: Callable[..., Pat
             with lock:
                 got[i] = out
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "deadlock"
+    run_in_threads(worker, 4)
     assert [got[i] for i in range(len(calls))] == expected
 
 
@@ -170,12 +159,7 @@ def test_truncation_flags_are_per_call_across_threads(task: str, tiny_bundle: Ca
         except BaseException as e:  # surfaced below
             wrong.append(f"thread {k}: {e!r}")
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "deadlock"
+    run_in_threads(worker, 4)
     assert not wrong, wrong[:5]
 
 
@@ -317,3 +301,13 @@ def test_every_pipeline_refuses_too_many_texts(task: str, tiny_bundle: Callable[
     chars([item] * 100)
     with pytest.raises(LimitError, match="max_call_chars"):
         chars([item] * 1_000)
+
+
+def run_in_threads(worker: Callable[[int], None], n: int) -> None:
+    """Run ``worker(k)`` for k in 0..n-1 on n threads; fail on a deadlock (a thread alive after 300 s)."""
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "deadlock"

@@ -83,7 +83,7 @@ def test_an_unknown_call_option_names_the_valid_ones(clf_bundle, ner_bundle, qa_
         (edgebert.load(clf_bundle[1]), (TEXTS[0],), {"topk": 2}, ("top_k", "function_to_apply")),
         (edgebert.load(ner_bundle[1]), (TEXTS[0],), {"aggregation": "simple"}, ("aggregation_strategy",)),
         (edgebert.load(qa_bundle[1]), ("q?", "a context"), {"top-k": 1}, ("top_k", "max_answer_len")),
-        (edgebert.load(tiny_bundle("bert", "embedding")), (TEXTS[0],), {"normalize": False}, ("texts",)),
+        (edgebert.load(tiny_bundle("bert", "embedding")), (TEXTS[0],), {"normalize": False}, ("takes no options",)),
     ]
     for pipe, args, bad, valid in cases:
         with pytest.raises(ConfigError) as info:
