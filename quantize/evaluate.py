@@ -35,7 +35,7 @@ def _as_given(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]
 def _question_context(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
     if all(isinstance(t, tuple) for t in texts):
         return list(texts)
-    plain = [t if isinstance(t, str) else t[0] for t in texts]
+    plain = _plain(texts, manifest)
     return [(plain[i], plain[(i + 1) % len(plain)]) for i in range(len(plain))]
 
 

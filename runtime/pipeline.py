@@ -98,6 +98,8 @@ class Pipeline:
         model = self._open_files(verify)
         self.engine: Engine = open_engine(model, engine=engine, threads=threads, check=False)
         self.output_names = self.engine.output_names
+        # per output: sliced to each item's tokens, or one row per item (read once; forward is the hot path)
+        self._per_token = {name: self.spec.per_token(name) for name in self.output_names}
         if set(self.engine.input_names) != set(self.manifest.inputs):
             raise BundleError(
                 f"{self.path}: the graph's inputs {sorted(self.engine.input_names)} differ from the manifest's "
@@ -282,9 +284,7 @@ class Pipeline:
             results = self.engine.run(self.encoder.feeds([encodings[i] for i in batch]))
             for row, i in enumerate(batch):
                 n = len(encodings[i].ids)
-                item = {
-                    name: value[row, :n] if self.spec.per_token(name) else value[row] for name, value in results.items()
-                }
+                item = {name: v[row, :n] if self._per_token[name] else v[row] for name, v in results.items()}
                 out[i] = reduce(encodings[i], item) if reduce is not None else item
             del results
         return out

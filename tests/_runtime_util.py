@@ -281,3 +281,20 @@ def externalize(root: Path, location: str, target: Path, *, length_delta: int = 
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     save_graph(root, model)
+
+
+def fuzz_case(outcomes: dict[str, int], case: Callable[[], None], ok: str) -> None:
+    """Run one fuzz case and count its outcome: ``ok`` when it ran, else the EdgebertError's class name.
+
+    Anything that is not an EdgebertError (a crash, a raw ValueError) propagates and fails the test; an
+    EdgebertError must carry a message.
+    """
+    from edgebert.errors import EdgebertError
+
+    try:
+        case()
+        outcome = ok
+    except EdgebertError as e:
+        assert str(e).strip(), f"{type(e).__name__} without a message"
+        outcome = type(e).__name__
+    outcomes[outcome] = outcomes.get(outcome, 0) + 1

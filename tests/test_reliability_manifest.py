@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from _runtime_util import (  # noqa: F401  (fixtures)
     fixture_bundle,
+    fuzz_case,
     manifest_of,
     refused,
     resign,
@@ -32,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgebert
-from edgebert.errors import BundleError, ChecksumError, EdgebertError
+from edgebert.errors import BundleError, ChecksumError
 from edgebert.runtime.bundle import read_manifest
 from edgebert.runtime.writer import staging_dir
 
@@ -156,15 +157,11 @@ def test_fuzz_manifest(tiny_bundle: Callable[..., Path], tmp_path: Path, capsys:
             else:
                 data[key] = value
         write_manifest(root, data)
-        try:
-            pipe = edgebert.load(root, threads=1)
-            out = pipe(["fuzz", ""])
-            assert out.shape[0] == 2 and np.isfinite(out).all()
-            outcome = "loaded"
-        except EdgebertError as e:
-            assert str(e).strip()
-            outcome = type(e).__name__
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        fuzz_case(outcomes, load_and_run, "loaded")
+
+    def load_and_run() -> None:
+        out = edgebert.load(root, threads=1)(["fuzz", ""])
+        assert out.shape[0] == 2 and np.isfinite(out).all()
 
     run()
     with capsys.disabled():
