@@ -24,8 +24,12 @@ MIN_COSINE_SLACK = 0.015  # the worst text may sit this far below the required m
 
 
 # ------------------------------------------------------------------------------------ task inputs
-def _plain(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
+def _first_texts(texts: Sequence[TextInput]) -> list[str]:
     return [t if isinstance(t, str) else t[0] for t in texts]
+
+
+def _plain(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
+    return list(_first_texts(texts))
 
 
 def _as_given(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
@@ -35,15 +39,15 @@ def _as_given(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]
 def _question_context(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
     if all(isinstance(t, tuple) for t in texts):
         return list(texts)
-    plain = _plain(texts, manifest)
+    plain = _first_texts(texts)
     return [(plain[i], plain[(i + 1) % len(plain)]) for i in range(len(plain))]
 
 
 def _masked(texts: Sequence[TextInput], manifest: Manifest) -> list[TextInput]:
     mask = str(manifest.tokenizer.get("mask_token") or "[MASK]")
     out: list[TextInput] = []
-    for t in texts:
-        words = (t if isinstance(t, str) else t[0]).split()
+    for t in _first_texts(texts):
+        words = t.split()
         if len(words) > 1:
             words[len(words) // 2] = mask
         else:
@@ -194,7 +198,7 @@ class Evaluator:
     def padding_invariance(self, engine: Engine) -> dict[str, Any]:
         """Max abs diff of one text's outputs alone vs. padded next to a long batch-mate."""
         item = self.items[0]
-        long_text = " ".join(t if isinstance(t, str) else t[0] for t in self.items[1:40])
+        long_text = " ".join(_first_texts(self.items[1:40]))
         mate: TextInput = (long_text, long_text) if isinstance(item, tuple) else long_text
         alone = self.encoder.feeds(self.encoder.encode_truncated([item], self.max_length))
         both = self.encoder.feeds(self.encoder.encode_truncated([item, mate], self.max_length))
