@@ -1,14 +1,16 @@
 """Building each variant's artifact once (cached under the work directory) and measuring its size.
 
 PyTorch models are loaded from the bundle's recorded source; optimum's export and quantizer make the
-off-the-shelf ONNX anchors; edgebert's own bundles come from :mod:`edgebert.export` and
-:mod:`edgebert.quantize`, never from a stand-in: a variant named edgebert-int8 that cannot be built by
-``edgebert.quantize`` fails with a :class:`BenchmarkError`.
+off-the-shelf ONNX anchors, and OpenVINO reads optimum's fp32 graph (NNCF's default int8 of it is saved as
+IR); edgebert's own bundles come from :mod:`edgebert.export` and :mod:`edgebert.quantize`, never from a
+stand-in: a variant named edgebert-int8 that cannot be built by ``edgebert.quantize`` fails with a
+:class:`BenchmarkError`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import shutil
 import warnings
@@ -16,12 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgebert.errors import BenchmarkError, EdgebertError
+from edgebert.errors import BenchmarkError, DependencyError, EdgebertError
 from edgebert.runtime.bundle import read_manifest
 from edgebert.runtime.manifest import MANIFEST
 from edgebert.runtime.tasks import get_task
 
 from .context import BenchContext
+from .runners import OPENVINO_INSTALL, import_openvino
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -133,7 +136,7 @@ def edgebert_fp32(ctx: BenchContext) -> Path:
 # Each edgebert int8 recipe is one entry: variant name -> (description, QuantizationConfig overrides,
 # whether to pass real calibration texts). A new recipe is one more line here.
 INT8_RECIPES: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "edgebert-int8": ("edgebert quantize, default recipe (auto: static, calibrated on real text)", {}, True),
+    "edgebert-int8": ("edgebert quantize IN OUT, no texts: static int8 on the packaged general set", {}, False),
     "edgebert-int8-dynamic": ("edgebert quantize, dynamic (no calibration)", {"method": "dynamic"}, False),
 }
 
@@ -176,6 +179,116 @@ def edgebert_int8(name: str, overrides: dict[str, Any], calibrate: bool) -> Call
     return build
 
 
+def edgebert_optimized(profile: str) -> Callable[[BenchContext], Path]:
+    """``edgebert optimize`` of the fp32 bundle (default budget and packaged calibration texts, 1 thread)."""
+
+    def build(ctx: BenchContext) -> Path:
+        out = ctx.work / f"edgebert-optimized-{profile}"
+        try:
+            if read_manifest(out).autotune:
+                return out
+        except EdgebertError:
+            pass
+        from edgebert.quantize.optimize import optimize_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimize_model(edgebert_fp32(ctx), out, profile=profile, threads=1, quiet=True, force=True)
+        return out
+
+    return build
+
+
+# ---------------------------------------------------------------------------------------- OpenVINO
+NNCF_INSTALL = 'pip install "edgebert[optimize]"'
+NNCF_SUBSET = 300  # nncf.quantize's default subset_size, given explicitly
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None in sys.modules
+        return False
+
+
+def openvino_missing() -> str | None:
+    """Why the OpenVINO variants cannot run here (None when they can)."""
+    try:
+        import_openvino()
+    except BenchmarkError:
+        return f"openvino is not installed: {OPENVINO_INSTALL}"
+    return None
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device (e.g. FP32, INT8, BF16)."""
+    core = import_openvino().Core()
+    return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def bf16_missing() -> str | None:
+    """Why ``openvino-bf16`` cannot run here: openvino missing, or a CPU without BF16 (no emulated stand-in)."""
+    why = openvino_missing()
+    if why:
+        return why
+    caps = cpu_capabilities()
+    if "BF16" not in caps:
+        return (f"this CPU has no BF16 support in OpenVINO (CPU OPTIMIZATION_CAPABILITIES: {', '.join(caps)}); "
+                "bf16 needs AVX512_BF16 or AMX")
+    return None
+
+
+def nncf_missing() -> str | None:
+    """Why ``openvino-nncf-int8`` cannot be built here (None when it can)."""
+    why = openvino_missing()
+    if why:
+        return why
+    return None if _importable("nncf") else f"nncf is not installed: {NNCF_INSTALL}"
+
+
+def calibration_feeds(tokenizer_file: Path, names: Sequence[str], ctx: BenchContext) -> list[dict[str, Any]]:
+    """One feed dict per calibration text (batch 1, natural length): the texts edgebert-int8 calibrates on."""
+    from .runners import encode, own_tokenizer
+    from .workloads import calibration_texts
+
+    tokenizer = own_tokenizer(tokenizer_file, ctx)
+    return [encode(tokenizer, [text], names) for text in calibration_texts()]
+
+
+def openvino_nncf_int8(ctx: BenchContext) -> Path:
+    """NNCF's default post-training int8 of optimum's fp32 ONNX graph read by OpenVINO, saved as IR.
+
+    The practitioner's path: ``nncf.quantize(core.read_model(model.onnx), nncf.Dataset(feeds),
+    model_type=TRANSFORMER, subset_size=300)``, everything else default, then ``openvino.save_model``
+    (with its default fp16 compression of the weights left in floating point).
+    """
+    out = ctx.work / "openvino-nncf-int8"
+    if (out / "model.xml").is_file() and (out / "model.bin").is_file():
+        return out
+    ov = import_openvino()
+    try:
+        from edgebert.quantize.openvino_ptq import import_nncf  # sets NNCF_CI first: no telemetry
+
+        nncf = import_nncf()
+    except (ImportError, DependencyError) as e:
+        raise BenchmarkError(f"openvino-nncf-int8 is built by nncf, which cannot be imported ({e}): "
+                             f"{NNCF_INSTALL}") from e
+    src = optimum_fp32(ctx)
+    model = ov.Core().read_model(str(src / "model.onnx"))
+    feeds = calibration_feeds(src / "tokenizer.json", [i.get_any_name() for i in model.inputs], ctx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=NNCF_SUBSET)
+    tmp = ctx.work / "openvino-nncf-int8.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ov.save_model(quantized, str(tmp / "model.xml"))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- sizes
 def dir_size(path: Path, names: Sequence[str] | None = None) -> int:
     files = [path / n for n in names] if names else [p for p in path.iterdir() if p.is_file()]
@@ -186,5 +299,7 @@ def weights_size(ctx: BenchContext, path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
 
 
-__all__ = ["INT8_RECIPES", "dir_size", "edgebert_fp32", "edgebert_int8", "hf_tokenizer", "made_by_edgebert_quantize",
-           "optimum_fp32", "optimum_int8", "torch_int8", "torch_model", "torch_size", "weights_size"]
+__all__ = ["INT8_RECIPES", "NNCF_INSTALL", "bf16_missing", "calibration_feeds", "cpu_capabilities", "dir_size",
+           "edgebert_fp32", "edgebert_int8", "hf_tokenizer", "made_by_edgebert_quantize", "nncf_missing",
+           "openvino_missing", "openvino_nncf_int8", "optimum_fp32", "optimum_int8", "torch_int8", "torch_model",
+           "torch_size", "weights_size"]

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgebert.errors import BenchmarkError
+from edgebert.errors import BenchmarkError, EdgebertError
+from edgebert.runtime.bundle import read_manifest
 from edgebert.runtime.manifest import TOKENIZER_FILE
 from edgebert.runtime.timing import interleave, stats
 from edgebert.runtime.tokenize import load_tokenizer
@@ -175,13 +176,19 @@ def _plan(cfg: BenchConfig, ctx: BenchContext, progress: Progress | None) -> _Ru
 
 
 def _build(run: _Run) -> None:
-    """Build (or find in the work directory) every variant's artifact; a failed build skips that variant."""
+    """Build (or find in the work directory) every variant's artifact; a variant unavailable here (see
+    ``VariantSpec.unavailable``) or whose build fails is skipped, with the reason in the results."""
     try:
         run.ctx.work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchmarkError(f"cannot create the work directory {run.ctx.work} ({e}); give another --work.") from e
     for spec in run.specs:
         run.prog.update(f"build {spec.name}")
+        why = spec.unavailable()
+        if why:
+            _skip(run, spec.name, why)
+            run.prog.update(f"skipped {spec.name}", 1)
+            continue
         try:
             run.artifacts[spec.name] = spec.build(run.ctx)
             run.sizes[spec.name] = spec.size(run.ctx, run.artifacts[spec.name])
@@ -194,7 +201,7 @@ def _build(run: _Run) -> None:
 def _skip(run: _Run, name: str, why: str) -> None:
     run.skipped[name] = why
     run.prog.note(f"skipping {name}: {why}")
-    if os.environ.get("EDGEBERT_BENCH_DEBUG"):
+    if os.environ.get("EDGEBERT_BENCH_DEBUG") and sys.exc_info()[0] is not None:
         traceback.print_exc()
 
 
@@ -299,6 +306,18 @@ def _cold_starts(run: _Run, text: str) -> dict[str, dict[str, Any]]:
     return cold
 
 
+def _precision(declared: str, artifact: Path) -> str:
+    """A variant's precision; "auto" (``edgebert optimize``) is what its bundle's chosen artifact runs."""
+    if declared != "auto":
+        return declared
+    try:
+        chosen = read_manifest(artifact).artifacts
+    except EdgebertError:
+        return "fp32"
+    precision = str(chosen[0].get("precision", "fp32")) if chosen else "fp32"
+    return "int8" if precision in ("int8", "mixed") else precision
+
+
 def _assemble(run: _Run, rows: list[dict[str, Any]], acc: dict[str, dict[str, Any]],
               cold: dict[str, dict[str, Any]], peaks: dict[str, Any] | None, corpus: dict[str, Any]) -> dict[str, Any]:
     """The JSON-ready results (schema ``edgebert-bench/1``), with the derived columns filled in."""
@@ -306,7 +325,8 @@ def _assemble(run: _Run, rows: list[dict[str, Any]], acc: dict[str, dict[str, An
     dims = machine.model_dims(ctx.source)
     variants = {
         spec.name: {
-            "family": spec.family, "precision": spec.precision, "description": spec.description,
+            "family": spec.family, "precision": _precision(spec.precision, run.artifacts[spec.name]),
+            "description": spec.description,
             "artifact": str(run.artifacts[spec.name]), "size_mb": round(run.sizes[spec.name] / 1e6, 2),
             "accuracy": acc.get(spec.name), **cold.get(spec.name, {}),
         }

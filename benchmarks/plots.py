@@ -21,8 +21,17 @@ def _colors(results: dict[str, Any]) -> dict[str, Any]:
     """The same colour for a variant in every plot."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    return {name: cmap(i % 10) for i, name in enumerate(results["variants"])}
+    names = list(results["variants"])
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+# one line style per family, so that e.g. the OpenVINO anchors stand apart from edgebert's own variants
+_STYLES = {"pytorch": ":", "optimum": "-.", "edgebert": "-", "openvino": "--"}
+
+
+def _style(results: dict[str, Any], name: str) -> str:
+    return _STYLES.get(results["variants"][name].get("family", ""), "-")
 
 
 def _threads(results: dict[str, Any]) -> list[int]:
@@ -42,7 +51,8 @@ def latency_vs_length(results: dict[str, Any], path: Path) -> Path:
                          if r["variant"] == name and r["threads"] == t and r["batch"] == 1 and r["seq"]
                          and r["mode"] == MODEL_ONLY)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, color=colors[name])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, color=colors[name],
+                        linestyle=_style(results, name))
                 seqs.update(p[0] for p in pts)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(seqs), [str(x) for x in sorted(seqs)])

@@ -1,8 +1,8 @@
 """Runners: a variant opened at a fixed thread count, and what each library does with a graph's output.
 
 Runners take the same numpy feeds (model-only) or texts (end-to-end) and return numpy arrays, so the
-harness can time and compare them side by side. Heavy libraries (torch, tokenizers' own copies) are
-imported only when a runner that needs them opens.
+harness can time and compare them side by side. Heavy libraries (torch, openvino, tokenizers' own
+copies) are imported only when a runner that needs them opens.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgebert.errors import BenchmarkError
 from edgebert.runtime.batching import BatchLimits, plan_batches
 from edgebert.runtime.engines import open_engine
 from edgebert.runtime.manifest import Manifest
@@ -134,20 +135,34 @@ class TorchRunner(Runner):
         return in_batches(texts, batch)
 
 
+def own_tokenizer(tokenizer_file: Path, ctx: BenchContext) -> Any:
+    """A ``tokenizers`` tokenizer set up the way an off-the-shelf user would: truncation and padding on."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.enable_truncation(ctx.manifest.max_length)
+    tokenizer.enable_padding(pad_id=int(ctx.manifest.tokenizer.get("pad_id", 0) or 0))
+    return tokenizer
+
+
+def encode(tokenizer: Any, items: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The graph's feeds for a batch of texts (padded to the longest)."""
+    encs = tokenizer.encode_batch(list(items))
+    all_feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                 "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+    return {k: all_feeds[k] for k in names}
+
+
 class OrtRunner(Runner):
     """A plain ONNX Runtime graph with its own ``tokenizers`` tokenizer: the off-the-shelf path."""
 
     def __init__(self, model: Path, tokenizer_file: Path, ctx: BenchContext, threads: int) -> None:
-        from tokenizers import Tokenizer
-
         self.engine = open_engine(model, threads=threads)
         self.names = list(self.engine.input_names)
         self.output = self.engine.output_names[0]
         self.ctx, self.threads = ctx, threads
-        # this runner's own tokenizer, set up the way an off-the-shelf user would
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_truncation(ctx.manifest.max_length)
-        self.tokenizer.enable_padding(pad_id=int(ctx.manifest.tokenizer.get("pad_id", 0) or 0))
+        self.tokenizer = own_tokenizer(tokenizer_file, ctx)  # this runner's own, as an off-the-shelf user's
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> Any:
         return {k: feeds[k] if k in feeds else np.zeros_like(feeds["input_ids"]) for k in self.names}
@@ -157,15 +172,48 @@ class OrtRunner(Runner):
 
     def e2e(self, texts: Sequence[str]) -> Any:
         def batch(items: list[str]) -> Any:
-            encs = self.tokenizer.encode_batch(items)
-            ids = np.array([e.ids for e in encs], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
-            all_feeds = {"input_ids": ids, "attention_mask": mask,
-                         "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
-            out = self.engine.run({k: all_feeds[k] for k in self.names})[self.output]
-            return postprocess(self.ctx.task, self.ctx.manifest, out, mask)
+            feeds = encode(self.tokenizer, items, self.names)
+            return postprocess(self.ctx.task, self.ctx.manifest, self.run(feeds), feeds["attention_mask"])
 
         return in_batches(texts, batch)
+
+
+OPENVINO_INSTALL = 'pip install "edgebert[openvino]"'
+
+
+def import_openvino() -> Any:
+    """``openvino``, or a BenchmarkError that says how to install it."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise BenchmarkError(f"openvino cannot be imported ({e}): {OPENVINO_INSTALL}") from e
+    return openvino
+
+
+def openvino_config(threads: int, precision: str) -> dict[str, Any]:
+    """The CPU plugin's compile options: a fixed thread count, one stream, latency, an explicit precision
+    (OpenVINO picks bf16 by itself on some CPUs unless told)."""
+    return {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision}
+
+
+class OpenVinoRunner(OrtRunner):
+    """An ONNX graph or OpenVINO IR compiled by OpenVINO for the CPU at a fixed thread count and inference
+    precision ("f32" or "bf16"), with the same own tokenizer and post-processing as :class:`OrtRunner`."""
+
+    def __init__(self, model: Path, tokenizer_file: Path, ctx: BenchContext, threads: int,
+                 precision: str = "f32") -> None:
+        ov = import_openvino()
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(model)), "CPU", openvino_config(threads, precision))
+        self.request = self.compiled.create_infer_request()
+        self.names = [i.get_any_name() for i in self.compiled.inputs]
+        self.ctx, self.threads = ctx, threads
+        self.tokenizer = own_tokenizer(tokenizer_file, ctx)
+
+    def run(self, prepared: Any) -> np.ndarray:
+        # inputs shared (as ONNX Runtime reads numpy memory in place); outputs copied out of the request
+        return np.asarray(self.request.infer(prepared, share_inputs=True)[0])
 
 
 class EdgebertRunner(Runner):
@@ -186,4 +234,5 @@ class EdgebertRunner(Runner):
         return self.pipeline(list(texts))
 
 
-__all__ = ["EdgebertRunner", "OrtRunner", "Runner", "TorchRunner", "in_batches", "postprocess", "summarize"]
+__all__ = ["OPENVINO_INSTALL", "EdgebertRunner", "OpenVinoRunner", "OrtRunner", "Runner", "TorchRunner", "encode",
+           "import_openvino", "in_batches", "openvino_config", "own_tokenizer", "postprocess", "summarize"]

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("edgebert.runtime.verify_cli", "check a bundle's checksums and replay its golden probes"),
     "info": ("edgebert.runtime.verify_cli", "print a bundle's manifest summary"),
     "quantize": ("edgebert.quantize.cli", "make an int8 bundle and report its accuracy against fp32"),
+    "optimize": ("edgebert.quantize.optimize_cli",
+                 "measure engine x precision candidates on this machine; keep the fastest within an accuracy budget"),
     "bench": ("edgebert.benchmarks.cli", "benchmark a bundle against PyTorch and other variants"),
 }
 

@@ -159,19 +159,26 @@ def load(bundle: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: Q
 def texts(source: Source, cfg: QuantizationConfig, calibration: Calibration,
           eval_data: str | os.PathLike[str] | None) -> Texts:
     """Stage 2: calibration and held-out evaluation texts, which never overlap."""
-    calib: list[str] = []
+    packaged = calibration is None
+    calib: list[str] = data.packaged_calibration() if packaged else []
     if calibration is not None:
         calib = (data.read_calibration(calibration) if isinstance(calibration, (str, os.PathLike))
                  else data.check_texts(calibration))
     held_out: list[str] = []
-    if calib and (eval_data is None or len(calib) > cfg.calibration_size):
+    if packaged and cfg.method == "dynamic":  # nothing to calibrate: the packaged set is all held out
+        calib, held_out = [], calib
+    elif calib and (eval_data is None or len(calib) > cfg.calibration_size):
         calib, held_out = data.split_texts(calib, cfg.calibration_size, cfg.seed)
+    origin = data.PACKAGED_SOURCE if packaged else _origin(calibration)
     if eval_data is not None:
         evalset = data.read_eval(eval_data, source.manifest.labels)
     elif len(held_out) >= data.MIN_EVAL_TEXTS:
-        evalset = data.TextSet(tuple(held_out), None, f"{calibration} (held-out part)")
+        evalset = data.TextSet(tuple(held_out), None, f"{origin} (held-out part)")
     else:
-        evalset = data.TextSet(data.BUILTIN_TEXTS, None, "builtin sentences (weak evidence: pass --eval)")
+        raise DataError(
+            "no evaluation texts: give --eval FILE, or more calibration texts "
+            f"(more than {cfg.calibration_size}, so that the rest is held out for the accuracy report)."
+        )
     evalset = data.disjoint(calib, evalset)
     if len(evalset.items) < data.MIN_EVAL_TEXTS:
         raise DataError(
@@ -179,12 +186,14 @@ def texts(source: Source, cfg: QuantizationConfig, calibration: Calibration,
         )
     evalset = data.TextSet(evalset.items[: cfg.eval_size],
                            evalset.labels[: cfg.eval_size] if evalset.labels else None, evalset.source)
-    method = cfg.method if cfg.method != "auto" else ("static" if calib else "dynamic")
-    if method == "static" and not calib:
-        raise ConfigError("static quantization needs calibration texts: pass --calibration FILE (one text per line).")
-    origin = None if calibration is None else (
-        str(calibration) if isinstance(calibration, (str, os.PathLike)) else "texts passed in Python")
+    method = "static" if cfg.method == "auto" else cfg.method
     return Texts(calib, evalset, method, origin)
+
+
+def _origin(calibration: Calibration) -> str | None:
+    if calibration is None:
+        return None
+    return str(calibration) if isinstance(calibration, (str, os.PathLike)) else "texts passed in Python"
 
 
 def reference(source: Source, chosen: Texts, cfg: QuantizationConfig) -> Reference:

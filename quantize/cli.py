@@ -17,10 +17,11 @@ def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", choices=PRESETS,
                    help="CPU the recipe is tuned for (default: auto, this machine's)")
     p.add_argument("--method", default="auto", choices=["auto", "dynamic", "static"],
-                   help="static (calibrated; batch-independent results) or dynamic; auto = static when "
-                        "--calibration is given, else dynamic")
+                   help="static (calibrated; batch-independent results) or dynamic; auto = static "
+                        "(guarded mode: the faster of static and dynamic that meets the budget)")
     p.add_argument("--calibration", metavar="TEXTS",
-                   help="calibration texts, one per line (real text from your domain)")
+                   help="calibration texts, one per line (real text from your domain); default: edgebert's "
+                        "packaged general-domain set")
     p.add_argument("--calibrator", default="percentile", choices=CALIBRATORS,
                    help="static: range estimator (default percentile)")
     p.add_argument("--format", default="qdq", choices=FORMATS, help="static: graph format (default qdq, faster here)")
@@ -36,6 +37,9 @@ def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
                    help="store the word-embedding table as int8 with per-row scales (default on)")
     p.add_argument("--quantize-attention", action="store_true",
                    help="also quantize the activation x activation attention MatMuls (less accurate)")
+    p.add_argument("--fp32-down-projections", type=int, default=1, metavar="K",
+                   help="keep the first K FFN down-projection MatMuls in fp32 (default 1: layer 0's has "
+                        "per-token outliers int8 cannot hold; 0 quantizes all)")
     p.add_argument("--eval", metavar="FILE", help="held-out data: label<TAB>text lines, or one text per line")
     p.add_argument("--eval-size", type=int, default=1000, help="at most this many held-out texts (default 1000)")
     p.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
@@ -57,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> QuantizationConfig:
         smooth_alpha=args.smooth_alpha or None,
         smooth_cap=args.smooth_cap or None, exclude_nodes=tuple(args.exclude_nodes),
         exclude_op_types=tuple(args.exclude_op_types), quantize_attention=args.quantize_attention,
-        quantize_embeddings=args.quantize_embeddings,
+        quantize_embeddings=args.quantize_embeddings, fp32_down_projections=args.fp32_down_projections,
         eval_size=args.eval_size, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
         max_fp32_matmuls=args.max_fp32_matmuls, quiet=args.quiet,
     )

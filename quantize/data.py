@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,25 +19,10 @@ MIN_CALIBRATION_TEXTS = 16
 MIN_EVAL_TEXTS = 8
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
-# Used only when no text is given at all (weak evidence; the report says so).
-BUILTIN_TEXTS: tuple[str, ...] = (
-    "The quick brown fox jumps over the lazy dog.",
-    "A man is playing a guitar on the street corner.",
-    "The weather today is sunny with a light breeze from the west.",
-    "How do I reset my password if I forgot my email address?",
-    "The committee approved the budget after a long debate on Tuesday.",
-    "She ordered a coffee and sat by the window to read her book.",
-    "Stock markets fell sharply after the central bank raised interest rates.",
-    "This movie was a complete waste of time; the plot made no sense.",
-    "An absolutely wonderful performance by the entire cast.",
-    "Machine learning models can run efficiently on small devices.",
-    "The train to Berlin leaves at 7:45 from platform 3.",
-    "Please remember to bring your passport and two photos.",
-    "Scientists discovered a new species of frog in the rainforest.",
-    "The restaurant was crowded, noisy and the food arrived cold.",
-    "He fixed the bug in the parser and all the tests passed again.",
-    "Children were playing football in the park until it got dark.",
-)
+# The general calibration set shipped in the package (written for edgebert; see texts/README.md). Used when
+# no calibration texts are given: its first part calibrates, the rest is held out for the accuracy report.
+PACKAGED_CALIBRATION = "texts/general.txt"
+PACKAGED_SOURCE = "edgebert's packaged general calibration set"
 
 
 @dataclass(frozen=True)
@@ -59,6 +45,13 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[str]:
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: {what} file is not UTF-8 text ({e}).") from e
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def packaged_calibration() -> list[str]:
+    """The packaged general-domain calibration texts (license-clean, disjoint from any evaluation data)."""
+    resource = importlib.resources.files("edgebert.quantize").joinpath(PACKAGED_CALIBRATION)
+    lines = [line.strip() for line in resource.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list(dict.fromkeys(lines))
 
 
 def read_calibration(path: str | os.PathLike[str]) -> list[str]:

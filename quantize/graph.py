@@ -19,6 +19,18 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
+def down_projections(model: onnx.ModelProto) -> list[str]:
+    """Weight MatMuls whose input is wider than their output (FFN down-projections), in graph order."""
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    out = []
+    for name in weight_matmuls(model):
+        node = next(n for n in model.graph.node if n.name == name)
+        dims = shapes.get(node.input[1], ())
+        if len(dims) == 2 and dims[0] > dims[1]:
+            out.append(name)
+    return out
+
+
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of MatMul nodes multiplying two activations (attention scores and context)."""
     inits = initializer_names(model)

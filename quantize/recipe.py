@@ -23,7 +23,8 @@ Feeds = Mapping[str, np.ndarray]
 
 
 def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]:
-    """Nodes kept in fp32 by the config: named nodes, op types, and attention MatMuls unless asked."""
+    """Nodes kept in fp32 by the config: named nodes, op types, attention MatMuls unless asked, and the
+    first ``fp32_down_projections`` FFN down-projections."""
     names = {n.name for n in model.graph.node}
     unknown = [n for n in cfg.exclude_nodes if n not in names]
     if unknown:
@@ -37,6 +38,7 @@ def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]
     out += [n.name for n in model.graph.node if n.op_type in types and n.name not in out]
     if not cfg.quantize_attention:
         out += [n for n in graph.activation_matmuls(model) if n not in out]
+    out += [n for n in graph.down_projections(model)[: cfg.fp32_down_projections] if n not in out]
     return out
 
 

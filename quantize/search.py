@@ -19,6 +19,7 @@ from edgebert.runtime.engines import Engine, open_engine
 from . import data, graph, recipe
 from .config import QuantizationConfig
 from .evaluate import Evaluator, drop_points, meets
+from .fuse_int8 import fuse_int8
 
 Feeds = Mapping[str, np.ndarray]
 SENSITIVITY_TEXTS = 96  # held-out items that rank QDQ MatMuls by sensitivity
@@ -120,11 +121,13 @@ def _eval_feeds(evaluator: Evaluator) -> list[Feeds]:
 
 
 def _fused(model: onnx.ModelProto, record: dict[str, Any], cfg: QuantizationConfig) -> onnx.ModelProto:
-    """Static QDQ: fold each MatMul's Q/DQ pairs and bias Add into one MatMulIntegerToFloat (same numbers)."""
+    """Static QDQ: fold each MatMul's Q/DQ pairs and bias Add into one MatMulIntegerToFloat, then each
+    attention layer into one ONNX Runtime attention node (same numbers)."""
     if record.get("method") != "static" or cfg.format != "qdq" or not cfg.fuse_bias:
         return model
     fused, count = graph.fuse_static_matmuls(model, fold=False)
     record["fused_matmuls"] = count
+    fused, record["fused_attention_layers"] = fuse_int8(fused)
     return fused
 
 

@@ -59,7 +59,7 @@ def pipeline_class(task: str | Task) -> type[Pipeline]:
 def load(
     bundle: str | os.PathLike[str],
     *,
-    engine: str = "onnxruntime",
+    engine: str = "auto",
     threads: int | None = None,
     verify: bool = True,
     **options: Any,
@@ -68,7 +68,10 @@ def load(
 
     Args:
         bundle: the bundle directory written by ``edgebert export`` or ``edgebert quantize``.
-        engine: the inference engine; one of :data:`ENGINES` ("onnxruntime").
+        engine: "auto" (default: the artifact the bundle lists first among those whose engine is
+            installed, i.e. what ``edgebert optimize`` measured fastest here, else ``model.onnx`` on
+            ONNX Runtime), or an engine from :data:`ENGINES` ("onnxruntime", "openvino"; the latter
+            needs ``pip install "edgebert[openvino]"``).
         threads: intra-op threads; ``None`` uses the CPUs this process may use (affinity, cgroup quota).
         verify: check every file's sha256 against the manifest before loading.
         **options: pipeline options: ``warmup`` (run once at load), ``long_text`` ("truncate",

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgebert.errors import ConfigError, InputError
 
+from .artifacts import engine_names
 from .bundle import read_manifest
 from .tasks import TASKS, Task, get_task
 
@@ -50,6 +51,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="texts longer than the model's maximum: truncate (warn), chunk (sliding windows) or error",
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: CPUs available)")
+    parser.add_argument("--engine", default="auto", choices=engine_names(),
+                        help="inference engine (default auto: the bundle's fastest artifact whose engine is installed)")
     parser.add_argument("--no-verify", action="store_true", help="skip checking the bundle's checksums")
     parser.add_argument(
         "--similarity", action="store_true", help="embedding bundles: print the cosine-similarity matrix of the texts"
@@ -170,7 +173,7 @@ def run_run(args: argparse.Namespace) -> int:
     _check_flags(args, task, runner)
     texts = _collect_texts(args)
     items = _items(texts, args, task)
-    options: dict[str, Any] = {"threads": args.threads, "verify": not args.no_verify}
+    options: dict[str, Any] = {"engine": args.engine, "threads": args.threads, "verify": not args.no_verify}
     if args.long_text:
         options["long_text"] = args.long_text
     pipe = load(args.bundle, **options)

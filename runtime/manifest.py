@@ -23,8 +23,9 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # The only graph inputs the runtime knows how to feed (see TextEncoder.feeds).
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_MAPPING_FIELDS = ("pooling", "quantization", "accuracy", "tokenizer", "optimization", "parity", "source", "versions")
-_OPTIONAL_FIELDS = ("pooling", "quantization", "accuracy")
+_MAPPING_FIELDS = ("pooling", "quantization", "accuracy", "tokenizer", "optimization", "parity", "source", "versions",
+                   "autotune")
+_OPTIONAL_FIELDS = ("pooling", "quantization", "accuracy", "autotune")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -51,13 +52,15 @@ class Manifest:
     parity: Mapping[str, Any] = field(default_factory=dict)
     accuracy: Mapping[str, Any] | None = None
     probes: tuple[Mapping[str, Any], ...] = ()
+    artifacts: tuple[Mapping[str, Any], ...] = ()
+    autotune: Mapping[str, Any] | None = None
     source: Mapping[str, Any] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("inputs", "outputs", "labels", "probes"):
+        for key in ("inputs", "outputs", "labels", "probes", "artifacts"):
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
@@ -128,10 +131,8 @@ def _validated(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         value = tok.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise bad(f"tokenizer.{key} must be a non-negative integer")
-    probes = data.get("probes") or []
-    if not isinstance(probes, (list, tuple)) or not all(isinstance(p, Mapping) for p in probes):
-        raise bad("'probes' must be a list of objects")
-    out["probes"] = tuple(probes)
+    for key in ("probes", "artifacts"):
+        out[key] = _objects(data, key, bad)
     files = data.get("files") or {}
     if not isinstance(files, Mapping):
         raise BundleError(f"{where}: 'files' must map file names to sha256 digests.")
@@ -141,6 +142,14 @@ def _validated(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise bad(f"'files' entry {name!r} is not a sha256 hex digest")
     out["files"] = dict(files)
     return out
+
+
+def _objects(data: Mapping[str, Any], key: str, bad: Any) -> tuple[Mapping[str, Any], ...]:
+    """``data[key]``: a list of JSON objects (absent: empty)."""
+    items = data.get(key) or []
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, Mapping) for x in items):
+        raise bad(f"{key!r} must be a list of objects")
+    return tuple(items)
 
 
 def check_member_name(name: str, where: str) -> None:

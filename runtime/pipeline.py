@@ -31,11 +31,12 @@ from edgebert.errors import (
     TruncationWarning,
 )
 
+from .artifacts import choose_artifact
 from .batching import BatchLimits, plan_batches
 from .bundle import read_manifest, resolve_member, verify_checksums
 from .engines import Engine, engine_factory, open_engine
 from .isa import isa_mismatch
-from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
+from .manifest import TOKENIZER_FILE, Manifest
 from .safety import check_model
 from .tasks import LONG_TEXT_POLICIES, LongTextPolicy, get_task
 from .tokenize import TextEncoder, TextInput, as_transformers, load_tokenizer, normalize_inputs
@@ -78,7 +79,7 @@ class Pipeline:
         bundle: str | os.PathLike[str],
         *,
         manifest: Manifest | None = None,
-        engine: str = "onnxruntime",
+        engine: str = "auto",
         threads: int | None = None,
         verify: bool = True,
         warmup: bool = False,
@@ -94,9 +95,11 @@ class Pipeline:
         if limits is not None and not isinstance(limits, BatchLimits):
             raise ConfigError(f"limits={limits!r}; give edgebert.BatchLimits(...).")
         self.limits = limits or BatchLimits()
-        engine_factory(engine)  # import the engine (and check its name) before reading the files
+        self.artifact, engine_name = choose_artifact(self.manifest, engine)
+        engine_factory(engine_name)  # import the engine before reading the files
         model = self._open_files(verify)
-        self.engine: Engine = open_engine(model, engine=engine, threads=threads, check=False)
+        self.engine: Engine = open_engine(model, engine=engine_name, threads=threads, check=False,
+                                          precision=self.artifact.engine_precision)
         self.output_names = self.engine.output_names
         # per output: sliced to each item's tokens, or one row per item (read once; forward is the hot path)
         self._per_token = {name: self.spec.per_token(name) for name in self.output_names}
@@ -120,8 +123,8 @@ class Pipeline:
         """Checksums (when ``verify``), the graph safety check (once), the ISA warning, the tokenizer."""
         if verify:
             verify_checksums(self.path, self.manifest)  # checks the graph's safety too
-        model = resolve_member(self.path, MODEL_FILE)
-        if not verify:
+        model = resolve_member(self.path, self.artifact.file)
+        if not verify and self.artifact.file.endswith(".onnx"):
             check_model(model)
         isa_message = isa_mismatch(self.manifest)  # an int8 bundle tuned for another kind of CPU
         if isa_message:

@@ -50,7 +50,8 @@ class ProbeResult:
 
 def replay_probes(pipeline: Any) -> list[ProbeResult]:
     """Run every golden probe of the pipeline's bundle through its encoder and engine."""
-    probes = pipeline.manifest.probes
+    artifact = getattr(pipeline, "artifact", None)
+    probes = (artifact.probes if artifact is not None and artifact.probes else None) or pipeline.manifest.probes
     if not probes:
         raise BundleError(f"{pipeline.path}: the manifest holds no golden probes to replay. Re-export the bundle.")
     results: list[ProbeResult] = []
@@ -84,9 +85,11 @@ def _replay(pipeline: Any, probe: Any) -> ProbeResult:
     return ProbeResult(input=item, max_abs_diff=worst, atol=atol, ok=worst <= atol)
 
 
-def verify_bundle(bundle: str | os.PathLike[str], *, threads: int | None = 1) -> list[ProbeResult]:
-    """Check checksums, load the bundle and replay its golden probes (``edgebert verify``)."""
+def verify_bundle(
+    bundle: str | os.PathLike[str], *, threads: int | None = 1, engine: str = "auto"
+) -> list[ProbeResult]:
+    """Check checksums, load the bundle's artifact for ``engine``, replay its golden probes (``edgebert verify``)."""
     from . import load
 
-    pipeline = load(bundle, threads=threads, verify=True)
+    pipeline = load(bundle, engine=engine, threads=threads, verify=True)
     return replay_probes(pipeline)

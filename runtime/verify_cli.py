@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .artifacts import engine_names
 from .bundle import read_manifest
 from .cli import check_positive
 from .manifest import Manifest
@@ -17,6 +18,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edgebert verify``."""
     parser.add_argument("bundle", help="bundle directory")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the replay (default 1)")
+    parser.add_argument("--engine", default="auto", choices=engine_names(),
+                        help="verify the artifact this engine runs (default auto: the one `edgebert run` would use)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -25,7 +28,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from .probes import verify_bundle
 
     check_positive(args.threads, "--threads")
-    results = verify_bundle(args.bundle, threads=args.threads)
+    results = verify_bundle(args.bundle, threads=args.threads, engine=args.engine)
     ok = all(r.ok for r in results)
     if args.json:
         print(
@@ -113,6 +116,11 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
         rows.append(("parity", ", ".join(f"{k} max abs diff {float(v):.2e}" for k, v in diffs.items()) or "-"))
     if m.accuracy:
         rows.append(("accuracy", _compact(m.accuracy)))
+    for artifact in m.artifacts:
+        rows.append(("artifact", f"{artifact.get('file')} for {artifact.get('engine')}, {artifact.get('precision')}"))
+    if m.autotune:
+        rows.append(("autotune", f"chose {m.autotune.get('chosen')} of {len(m.autotune.get('candidates', []))} "
+                                 f"candidates ({m.autotune.get('budget')}; `edgebert info --json` has the table)"))
     rows.append(("probes", str(len(m.probes))))
     if m.source.get("path") or m.source.get("name_or_path"):
         rows.append(("source", str(m.source.get("name_or_path") or m.source.get("path"))))

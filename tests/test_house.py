@@ -28,6 +28,8 @@ FORBIDDEN_IMPORTS = {
     "export": ("edgebert.quantize", "edgebert.benchmarks"),
     "quantize": ("edgebert.export", "edgebert.benchmarks", "torch", "transformers"),
 }
+# An engine module imports its own engine library (and only it): (file, package).
+ALLOWED_IMPORTS = {("runtime/engines/openvino.py", "openvino")}
 BUILTIN_ERRORS = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
 # Raised by protocol, or caught and converted before reaching the user: (file, function, exception).
 ALLOWED_RAISES = {
@@ -74,7 +76,7 @@ def imported_names(tree: ast.Module) -> Iterator[tuple[int, str]]:
 
 
 def wrong_way_imports(tree: ast.Module, path: Path, folder: str) -> list[str]:
-    banned = FORBIDDEN_IMPORTS.get(folder, ())
+    banned = [b for b in FORBIDDEN_IMPORTS.get(folder, ()) if (_rel(path), b) not in ALLOWED_IMPORTS]
     return [
         f"{_rel(path)}:{line} imports {name}"
         for line, name in imported_names(tree)

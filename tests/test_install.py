@@ -43,7 +43,7 @@ def test_core_wheel_runs_a_bundle_without_torch(tmp_path: Path, tiny_bundle) -> 
         f"p = edgebert.load({str(bundle)!r}, threads=1)\n"
         "v = p(['hello world', 'edge inference'])\n"
         "assert v.shape[0] == 2 and np.isfinite(v).all()\n"
-        "heavy = [m for m in ('torch', 'transformers', 'optimum', 'onnx') if importlib.util.find_spec(m)]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'optimum', 'onnx', 'openvino') if importlib.util.find_spec(m)]\n"
         "print('HEAVY', heavy)\n"
         "print('FILE', edgebert.__file__)\n"
     )

@@ -120,6 +120,28 @@ def test_labelled_eval_reports_accuracy(tiny_bundle: Callable[..., Path], tmp_pa
     assert acc["accuracy_drop_points"] == pytest.approx((acc["accuracy_fp32"] - acc["accuracy_int8"]) * 100, abs=1e-3)
 
 
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_first_down_projections_stay_fp32(tiny_bundle: Callable[..., Path], tmp_path: Path, calib_file: Path,
+                                          k: int) -> None:
+    from edgebert.quantize.graph import down_projections, weight_matmuls
+
+    src = tiny_bundle("bert", "embedding")
+    fp32 = onnx.load(str(src / "model.onnx"))
+    downs = down_projections(fp32)
+    inits = {t.name: tuple(t.dims) for t in fp32.graph.initializer}
+    nodes = {n.name: n for n in fp32.graph.node}
+    assert len(downs) == 2 and all(inits[nodes[d].input[1]][0] > inits[nodes[d].input[1]][1] for d in downs)
+    assert set(downs) < set(weight_matmuls(fp32)) and downs[0] in weight_matmuls(fp32)[:6]  # layer 0's, first
+    m = quantize_model(src, tmp_path / "q", _fast(method="static", fp32_down_projections=k), calibration=calib_file)
+    excluded = set((m.quantization or {})["excluded_nodes"])
+    assert [d in excluded for d in downs] == [i < k for i in range(2)]
+    int8 = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    kept = {n.name for n in int8.graph.node if n.op_type == "MatMul"}
+    assert [d in kept for d in downs] == [i < k for i in range(2)]
+    with pytest.raises(ConfigError, match="fp32_down_projections=-1"):
+        QuantizationConfig(fp32_down_projections=-1)
+
+
 def test_exclusion_by_name_and_op_type(tiny_bundle: Callable[..., Path], tmp_path: Path, calib_file: Path) -> None:
     from edgebert.quantize.graph import weight_matmuls
 
@@ -207,9 +229,25 @@ def test_unknown_labels_in_eval_file(tiny_bundle: Callable[..., Path], tmp_path:
     _no_leftovers(out)
 
 
-def test_static_without_calibration(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="pass --calibration FILE"):
-        quantize_model(tiny_bundle("bert", "embedding"), tmp_path / "o", _fast(method="static"))
+@pytest.mark.parametrize("method", ["auto", "static"])
+def test_no_texts_means_static_on_the_packaged_calibration_set(
+    tiny_bundle: Callable[..., Path], tmp_path: Path, method: str
+) -> None:
+    from edgebert.quantize.data import PACKAGED_SOURCE, packaged_calibration
+
+    packaged = packaged_calibration()
+    assert len(packaged) >= 500 and len(set(packaged)) == len(packaged)
+    m = quantize_model(tiny_bundle("bert", "embedding"), tmp_path / "o", _fast(method=method, eval_size=100))
+    q = dict(m.quantization or {})
+    assert q["method"] == "static" and q["calibration"] == {"texts": 48, "source": PACKAGED_SOURCE}
+    acc = dict(m.accuracy or {})
+    assert acc["texts"] == 100 and acc["source"] == f"{PACKAGED_SOURCE} (held-out part)"
+
+
+def test_dynamic_without_texts_is_scored_on_the_whole_packaged_set(tiny_bundle: Callable[..., Path],
+                                                                   tmp_path: Path) -> None:
+    m = quantize_model(tiny_bundle("bert", "embedding"), tmp_path / "o", _fast(method="dynamic", eval_size=50))
+    assert dict(m.quantization or {})["method"] == "dynamic" and dict(m.accuracy or {})["texts"] == 50
 
 
 # -------------------------------------------------------------------------------------------- CLI

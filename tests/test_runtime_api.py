@@ -121,7 +121,7 @@ def test_bad_option_values_are_config_errors(clf_bundle, ner_bundle) -> None:  #
 # ----------------------------------------------------------------------------- engines
 def test_open_engine_refuses_an_unknown_engine(clf_bundle) -> None:  # type: ignore[no-untyped-def]
     model = clf_bundle[1] / "model.onnx"
-    for bad in ("openvino", "", None):
+    for bad in ("tensorrt", "", None):
         with pytest.raises(ConfigError) as info:
             open_engine(model, engine=bad)  # type: ignore[arg-type]
         assert "onnxruntime" in str(info.value) and all(name in str(info.value) for name in ENGINES)
@@ -144,3 +144,18 @@ def test_open_engine_runs_a_graph(clf_bundle) -> None:  # type: ignore[no-untype
         out = engine.run(feeds)
         assert list(out) == ["logits"] and out["logits"].shape == (1, len(clf.labels))
         np.testing.assert_allclose(out["logits"][0], clf.logits([TEXTS[0]])[0][0], atol=1e-6)
+
+
+def test_ort_pool_threads_do_not_spin_by_default(clf_bundle) -> None:  # type: ignore[no-untyped-def]
+    """Spinning pool threads made short inputs slower on 2 threads than on 1 (measure_threads.py)."""
+    from edgebert.runtime.engines.ort import OrtEngine
+
+    model = clf_bundle[1] / "model.onnx"
+
+    def spinning(engine: OrtEngine) -> str:
+        return str(engine.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+
+    assert spinning(OrtEngine(model, threads=2)) == "0"
+    assert spinning(OrtEngine(model, threads=2, session_config={"session.intra_op.allow_spinning": "1"})) == "1"
+    with pytest.raises(Exception, match="allow_spinning"):  # a single thread has no pool: nothing is set
+        spinning(OrtEngine(model, threads=1))

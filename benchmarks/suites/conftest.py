@@ -92,6 +92,9 @@ def get_runner(bench_context: Any) -> Callable[[str, int], Any]:
         spec = specs[name]
         if spec.needs_source and ctx.source is None:
             pytest.skip(f"{name}: {ctx.source_missing_reason}")
+        why = spec.unavailable()
+        if why:
+            pytest.skip(f"{name}: {why}")  # e.g. openvino-bf16 on a CPU without BF16
         if (name, threads) not in cache:
             if name not in built:
                 built[name] = spec.build(ctx)
@@ -116,15 +119,20 @@ def check_results(results: dict[str, Any]) -> None:
     """What every `edgebert bench` run must satisfy, checked from the raw times (never a speed threshold).
 
     Every variant was built and measured at every (threads, shape, mode) of the config, interleaved (so
-    with the same number of rounds); p50, the speed-up over the PyTorch fp32 reference and items/s are
-    recomputed from the recorded times; the accuracy columns cover the same texts for every variant.
+    with the same number of rounds), except those that cannot run here (``VariantSpec.unavailable``, e.g.
+    openvino-bf16 on a CPU without BF16), skipped for exactly that reason; p50, the speed-up over the
+    PyTorch fp32 reference and items/s are recomputed from the recorded times; the accuracy columns cover
+    the same texts for every variant.
     """
     import numpy as np
 
     from edgebert.benchmarks.harness import REFERENCE, shape_of
+    from edgebert.benchmarks.variants import registry
     from edgebert.runtime.tasks import get_task
 
-    assert not results["skipped"], results["skipped"]
+    specs = registry()
+    unexpected = {n: why for n, why in results["skipped"].items() if n not in specs or specs[n].unavailable() != why}
+    assert not unexpected, unexpected
     assert results["reference"] == REFERENCE
     names = set(results["variants"])
     groups: dict[tuple[int, str, str], dict[str, dict[str, Any]]] = {}

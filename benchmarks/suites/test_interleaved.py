@@ -36,8 +36,12 @@ def test_interleaved_variants(benchmark: Any, bench_bundle: Path, tmp_path: Path
     variants = results["variants"]
     if not os.environ.get("EDGEBERT_BENCH_BUNDLE"):  # the packaged MiniLM: its recorded accuracy
         assert variants["optimum-fp32"]["accuracy"]["cosine_min"] >= 0.999  # same fp32 graph as PyTorch
-        for name in ("edgebert-int8", "edgebert-int8-dynamic"):
-            assert variants[name]["accuracy"]["cosine_mean"] >= 0.98, name  # 0.992-0.995 in benchmarks/results
+        for name in ("edgebert-int8", "edgebert-int8-dynamic", "openvino-nncf-int8"):
+            if name in variants:  # openvino-nncf-int8 only where openvino and nncf are installed
+                assert variants[name]["accuracy"]["cosine_mean"] >= 0.98, name  # 0.99-0.997 measured
+        for name in ("openvino-fp32",):
+            if name in variants:
+                assert variants[name]["accuracy"]["cosine_min"] >= 0.999, name  # optimum's fp32 graph on OpenVINO
     for name, v in variants.items():
         assert 0 < v["import_load_s"] <= v["cold_start_s"] and v["peak_rss_mb"] > 10, name
         assert len(v["runs"]) == cfg.cold_runs, name

@@ -39,7 +39,9 @@ def test_bench_writes_json_markdown_and_plots(smoke_run: dict[str, Any]) -> None
     for name in ("tiny.md", "tiny-latency.png", "tiny-speedup.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "tiny-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list(results["variants"]) == list(registry())  # every variant, in registry order
+    available = [n for n, v in registry().items() if not v.unavailable()]
+    assert list(results["variants"]) == available  # every variant that can run here, in registry order
+    assert set(results["skipped"]) == set(registry()) - set(available)  # the others, with their reason
     assert results["machine"]["cpu_model"] and results["machine"]["versions"]["onnxruntime"]
     assert results["machine"]["gemm_peak"]["fp32_gflops"] > 0
     assert results["config"]["shapes"] == ["1x8", "1x32", "corpus"]
@@ -60,6 +62,23 @@ def test_edgebert_int8_variants_come_from_edgebert_quantize(smoke_run: dict[str,
         record = dict(manifest.quantization or {})
         assert record.get("edgebert_quantize") == 1 and record.get("method") == method, (name, record)
         assert manifest.accuracy, name  # the quantizer's accuracy evidence travels with the bundle
+
+
+def test_openvino_anchors_are_measured_where_installed(smoke_run: dict[str, Any]) -> None:
+    """The OpenVINO variants ride along in the smoke run (when openvino and nncf are installed)."""
+    results = smoke_run["results"]
+    variants = results["variants"]
+    for name in ("openvino-fp32", "openvino-nncf-int8"):
+        if name not in variants:
+            assert results["skipped"][name] == registry()[name].unavailable()
+            continue
+        rows = [r for r in results["results"] if r["variant"] == name]
+        assert {(r["shape"], r["mode"]) for r in rows} == {("1x8", "model"), ("1x8", "e2e"), ("1x32", "model"),
+                                                           ("1x32", "e2e"), ("corpus", "e2e")}, name
+    if "openvino-fp32" in variants:  # optimum's fp32 graph on OpenVINO: the same outputs as PyTorch
+        assert variants["openvino-fp32"]["accuracy"]["cosine_min"] >= 0.999
+    if "openvino-nncf-int8" in variants:  # a random tiny model: only a loose bound
+        assert variants["openvino-nncf-int8"]["accuracy"]["cosine_mean"] > 0.9
 
 
 def test_cold_start_and_peak_rss_in_a_fresh_process(smoke_run: dict[str, Any], bench_tiny_bundle: Path) -> None:

@@ -13,6 +13,7 @@ from edgebert.errors import BundleError, EngineError
 
 from ..cpus import available_cpus
 from ..safety import check_model
+from . import check_precision, first_line
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -21,12 +22,22 @@ _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
+# ONNX Runtime session config entries every engine with more than one thread gets. Idle pool threads do
+# not spin: with spinning (ORT's default) a 1x16 call on 2 threads was 22% slower than on 1 thread on an
+# idle 2-core machine, and spinning threads steal the CPU from the app's other threads on a busy one;
+# without it, 2 threads were within 4% of 1 thread for single short texts and 1.4-1.6x faster for
+# batches (scripts/research/measure_threads.py; numbers in the README).
+SESSION_CONFIG: dict[str, str] = {"session.intra_op.allow_spinning": "0"}
+
 
 class OrtEngine:
     """An ``onnxruntime.InferenceSession`` on the CPU provider, sequential, fixed intra-op threads.
 
     ``session`` is the ONNX Runtime session itself, for tools that need ORT-specific features
-    (profiling); everything else goes through :meth:`run`.
+    (profiling); everything else goes through :meth:`run`. The CPU provider has no bf16 mode:
+    ``precision="bf16"`` is accepted and runs the graph in fp32 (``self.precision`` says "fp32"); an
+    int8 graph runs its own int8 operators. ``session_config`` adds ONNX Runtime session config entries
+    (``SessionOptions.add_session_config_entry``) to :data:`SESSION_CONFIG` (research and tuning).
     """
 
     name = "onnxruntime"
@@ -38,7 +49,11 @@ class OrtEngine:
         threads: int | None = None,
         optimization: str = "all",
         check: bool = True,
+        precision: str = "fp32",
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
+        check_precision(precision)
+        self.precision = "fp32"  # no bf16 arithmetic on ONNX Runtime's CPU provider
         self.threads = threads or available_cpus()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
@@ -46,6 +61,9 @@ class OrtEngine:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = _LEVELS[optimization]
         opts.log_severity_level = 3
+        defaults = SESSION_CONFIG if self.threads > 1 else {}
+        for key, value in {**defaults, **(session_config or {})}.items():
+            opts.add_session_config_entry(key, value)
         where = "the in-memory graph" if isinstance(model, bytes) else str(model)
         if check and not isinstance(model, bytes):
             check_model(Path(model))  # refuse a hostile file before ONNX Runtime parses or allocates anything
@@ -79,8 +97,3 @@ class OrtEngine:
 
     def __repr__(self) -> str:
         return f"OrtEngine(threads={self.threads}, inputs={list(self.input_names)}, outputs={list(self.output_names)})"
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else ""

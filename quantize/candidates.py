@@ -1,0 +1,135 @@
+"""The candidates ``edgebert optimize`` measures: one engine x precision each, built once into a work dir.
+
+| name              | engine      | what                                                                 |
+|-------------------|-------------|----------------------------------------------------------------------|
+| onnxruntime-fp32  | onnxruntime | the bundle's fp32 graph (the reference)                              |
+| onnxruntime-int8  | onnxruntime | edgebert's static int8 (``quantize_model`` default recipe)           |
+| onnxruntime-mixed | onnxruntime | int8 with the most sensitive MatMuls in fp32 until the budget is met |
+| openvino-fp32     | openvino    | the fp32 graph as OpenVINO IR                                        |
+| openvino-bf16     | openvino    | the same IR run with bf16 arithmetic (CPUs with bf16 only)           |
+| openvino-int8     | openvino    | NNCF post-training int8 for OpenVINO (transformer mode)              |
+
+ONNX Runtime's CPU provider has no bf16 arithmetic, so there is no onnxruntime-bf16.
+
+A candidate that cannot be built here is kept with the reason (engine not installed, no bf16 on this
+CPU, no variant meets the budget) so that the decision table shows every row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebert.errors import ConfigError, DependencyError, QuantizationError
+from edgebert.runtime.engines import Engine, open_engine
+from edgebert.runtime.manifest import MODEL_FILE, Manifest
+
+from . import openvino_ptq
+from .api import quantize_model
+
+ENGINE_NAMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8", "mixed")
+Feeds = Mapping[str, np.ndarray]
+
+
+@dataclass
+class Candidate:
+    """One engine x precision: its artifact (a graph file) or why it was skipped."""
+
+    name: str
+    engine: str
+    precision: str
+    path: Path | None = None
+    skipped: str | None = None
+    manifest: Manifest | None = None  # onnxruntime int8/mixed: the bundle the quantizer wrote
+
+    def open(self, threads: int) -> Engine:
+        if self.path is None:
+            raise QuantizationError(f"candidate {self.name} was not built ({self.skipped}).")
+        hint = "bf16" if self.precision == "bf16" else "fp32"
+        return open_engine(self.path, engine=self.engine, threads=threads, precision=hint)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every builder needs: the fp32 bundle, the texts and the budget, and where to build."""
+
+    bundle: Path
+    work: Path
+    calibration: Any  # as quantize_model takes it (None: the packaged set)
+    eval_data: Any
+    calibration_feeds: Sequence[Feeds]
+    budget: Mapping[str, float]  # {"min_cosine": ...} or {"max_accuracy_drop": ...}
+
+
+def build_candidates(plan: Plan, engines: Sequence[str], precisions: Sequence[str],
+                     say: Callable[[str], None]) -> list[Candidate]:
+    """Every requested engine x precision, built (or skipped with a reason), in table order."""
+    out: list[Candidate] = []
+    for engine in ENGINE_NAMES:
+        for precision in PRECISIONS:
+            if engine not in engines or precision not in precisions or (engine, precision) not in _BUILDERS:
+                continue
+            cand = Candidate(f"{engine}-{precision}", engine, precision)
+            say(f"building {cand.name}")
+            try:
+                _BUILDERS[(engine, precision)](plan, cand, out)
+            except (DependencyError, QuantizationError, ConfigError) as e:
+                cand.skipped = str(e)
+            out.append(cand)
+    return out
+
+
+def _ort_fp32(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    cand.path = plan.bundle / MODEL_FILE
+
+
+def _ort_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    out = plan.work / cand.name
+    cand.manifest = quantize_model(plan.bundle, out, calibration=plan.calibration, eval_data=plan.eval_data,
+                                   quiet=True, force=True)
+    cand.path = out / MODEL_FILE
+
+
+def _ort_mixed(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    out = plan.work / cand.name
+    manifest = quantize_model(plan.bundle, out, calibration=plan.calibration, eval_data=plan.eval_data,
+                              quiet=True, force=True, method="static", min_cosine=plan.budget.get("min_cosine"),
+                              max_accuracy_drop=plan.budget.get("max_accuracy_drop"))
+    kept = list((manifest.quantization or {}).get("fp32_matmuls_for_accuracy", []))
+    if not kept:
+        cand.skipped = "plain int8 already meets the budget: same graph as onnxruntime-int8"
+        return
+    cand.manifest, cand.path = manifest, out / MODEL_FILE
+
+
+def _ov_fp32(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    cand.path = openvino_ptq.save_fp32_ir(plan.bundle / MODEL_FILE, plan.work / "openvino-fp32")
+
+
+def _ov_bf16(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    fp32 = next((c.path for c in built if c.name == "openvino-fp32" and c.path), None)
+    path = fp32 or openvino_ptq.save_fp32_ir(plan.bundle / MODEL_FILE, plan.work / "openvino-fp32")
+    Candidate(cand.name, cand.engine, cand.precision, path).open(1)  # ConfigError without bf16: the row says so
+    cand.path = path
+
+
+def _ov_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    if importlib.util.find_spec("nncf") is None:
+        raise DependencyError('OpenVINO int8 needs NNCF: pip install "edgebert[optimize]".')
+    cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name)
+
+
+_BUILDERS: dict[tuple[str, str], Callable[[Plan, Candidate, Sequence[Candidate]], None]] = {
+    ("onnxruntime", "fp32"): _ort_fp32,
+    ("onnxruntime", "int8"): _ort_int8,
+    ("onnxruntime", "mixed"): _ort_mixed,
+    ("openvino", "fp32"): _ov_fp32,
+    ("openvino", "bf16"): _ov_bf16,
+    ("openvino", "int8"): _ov_int8,
+}
