@@ -28,7 +28,7 @@ import numpy as np
 
 from edgebert.errors import ConfigError, InternalError
 from edgebert.runtime.bundle import resolve_member
-from edgebert.runtime.engines import Engine
+from edgebert.runtime.engines import Engine, open_engine
 from edgebert.runtime.isa import detect_isa
 from edgebert.runtime.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
 from edgebert.runtime.probes import make_probe
@@ -150,7 +150,7 @@ def judge(prep: Prepared, candidates: Sequence[Candidate], cfg: OptimizeConfig,
           say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Stage 3: accuracy (every built candidate against ORT fp32) and interleaved latency per shape."""
     engines = {c.name: c.open(cfg.threads) for c in candidates if c.path is not None}
-    reference = engines.get("onnxruntime-fp32") or next(iter(engines.values()))
+    reference = engines.get("onnxruntime-fp32") or open_engine(prep.source.path / MODEL_FILE, threads=cfg.threads)
     src = prep.source
     evaluator = Evaluator(src.manifest, src.encoder, prep.texts.evalset, reference, src.max_length)
     times: dict[str, dict[str, float]] = {name: {} for name in engines}

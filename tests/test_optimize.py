@@ -200,3 +200,16 @@ def test_optimize_with_openvino_candidates(tiny_bundle: Callable[..., Path], tmp
     a = edgebert.load(out, engine="openvino")(["edge models run fast"])[0]
     b = edgebert.load(src)(["edge models run fast"])[0]
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.5
+
+
+def test_optimize_openvino_only_still_scores_against_onnxruntime_fp32(
+    tiny_bundle: Callable[..., Path], tmp_path: Path, texts_file: Path
+) -> None:
+    require("openvino")
+    src, out = tiny_bundle("bert", "embedding"), tmp_path / "ovonly"
+    m = optimize_model(src, out, engines=("openvino",), precisions=("fp32",), calibration=texts_file, **FAST)
+    rows = (m.autotune or {})["candidates"]
+    assert [r["name"] for r in rows] == ["openvino-fp32"] and rows[0]["accuracy"]["cosine_min"] > 0.999
+    assert (m.autotune or {})["model_onnx"] == "onnxruntime-fp32" and m.precision == "fp32"
+    assert [a["engine"] for a in m.artifacts] == ["openvino", "onnxruntime"]
+    assert (out / "model.onnx").read_bytes() == (src / "model.onnx").read_bytes()
