@@ -188,6 +188,25 @@ def test_question_answering_input_forms(qa_bundle) -> None:  # type: ignore[no-u
 
 
 # ----------------------------------------------------------------------------- fill-mask
+TIE = 1e-5  # candidates whose reference probabilities differ by less than this may come in either order
+
+
+def _tie_order_rows(got: list[dict], want: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+    """``got`` with candidates that tie in ``want`` (within TIE) put in ``want``'s order; nothing else moves:
+    float noise between PyTorch and ONNX Runtime may swap two candidates of equal probability."""
+    rank = {w["token"]: i for i, w in enumerate(want)}
+    out = list(got)
+    for i in range(len(out) - 1):
+        a, b = out[i], out[i + 1]
+        if abs(a["score"] - b["score"]) < TIE and rank.get(a["token"], i) > rank.get(b["token"], i + 1):
+            out[i], out[i + 1] = b, a
+    return out
+
+
+def _tie_order(got: list[dict], want: list[dict]) -> list[tuple]:  # type: ignore[type-arg]
+    return [(g["token"], g["token_str"], g["sequence"]) for g in _tie_order_rows(got, want)]
+
+
 def test_fill_mask_matches_transformers(mlm_bundle, hf_pipeline) -> None:  # type: ignore[no-untyped-def]
     folder, bundle = mlm_bundle
     ours, ref = edgebert.load(bundle), hf_pipeline("fill-mask", folder)
@@ -200,10 +219,8 @@ def test_fill_mask_matches_transformers(mlm_bundle, hf_pipeline) -> None:  # typ
     for text in texts:
         for top_k in (1, 5):
             got, want = ours(text, top_k=top_k), _hf(ref, text, top_k=top_k)
-            assert [(g["token"], g["token_str"], g["sequence"]) for g in got] == [
-                (w["token"], w["token_str"], w["sequence"]) for w in want
-            ]
-            assert all(_close(g["score"], w["score"]) for g, w in zip(got, want, strict=True))
+            assert _tie_order(got, want) == [(w["token"], w["token_str"], w["sequence"]) for w in want]
+            assert all(_close(g["score"], w["score"]) for g, w in zip(_tie_order_rows(got, want), want, strict=True))
     two = "the [MASK] brown fox and the [MASK] dog"
     got, want = ours(two, top_k=3), _hf(ref, two, top_k=3)
     assert len(got) == 2 and all(len(row) == 3 for row in got)
