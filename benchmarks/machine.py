@@ -22,19 +22,9 @@ PACKAGES = ("edgebert", "numpy", "onnx", "onnxruntime", "tokenizers", "torch", "
 def machine_info() -> dict[str, Any]:
     """CPU model, ISA flags, cores, memory, OS, load average and package versions."""
     from edgebert.runtime.cpus import available_cpus
+    from edgebert.runtime.isa import cpu_flags, cpu_model
 
-    cpu_model: str = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and cpu_model in ("", platform.machine(), platform.processor()):
-                cpu_model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    model, flags = cpu_model(), cpu_flags()
     mem_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -49,7 +39,7 @@ def machine_info() -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[name] = None
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": model,
         "isa": [f for f in ISA_FLAGS if f in flags],
         "logical_cpus": os.cpu_count(),
         "available_cpus": available_cpus(),

@@ -109,7 +109,7 @@ def quantize_model(
     Nothing is written on error.
     """
     cfg = configure(config, overrides)
-    say = _progress(cfg, time.perf_counter())
+    say = progress(cfg.quiet, time.perf_counter())
     source = load(bundle, out_dir, cfg, force)
     chosen = texts(source, cfg, calibration, eval_data)
     say(f"{source.manifest.task}: {chosen.method} int8 on {cfg.resolved_isa()}; {len(chosen.calibration)} "
@@ -224,7 +224,7 @@ def write(source: Source, chosen: Texts, best: Variant, measured: Measured, cfg:
     """Stage 6: probes from the int8 graph, the quantization record, and the bundle (whole or absent)."""
     manifest = dataclasses.replace(
         source.manifest, precision="int8", quantization=_record(source, chosen, best, measured, cfg),
-        accuracy=measured.report, probes=tuple(_probes(source.manifest, source.encoder, measured.engine)),
+        accuracy=measured.report, probes=tuple(probes_on(source.manifest, source.encoder, measured.engine)),
         versions={**source.manifest.versions, **_versions()}, files={},
     )
 
@@ -255,9 +255,11 @@ def _record(source: Source, chosen: Texts, best: Variant, measured: Measured,
     return record
 
 
-def _progress(cfg: QuantizationConfig, start: float) -> Say:
+def progress(quiet: bool, start: float) -> Say:
+    """A function that prints a progress line with the seconds since ``start`` (nothing when ``quiet``)."""
+
     def say(message: str) -> None:
-        if not cfg.quiet:
+        if not quiet:
             print(f"[edgebert {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     return say
@@ -268,13 +270,15 @@ def _timing_feeds(encoder: TextEncoder, items: Sequence[TextInput], max_length: 
     return encoder.feeds(encoder.encode_truncated([text], min(128, max_length)))
 
 
-def _probes(manifest: Manifest, encoder: TextEncoder, engine: Engine) -> list[dict[str, Any]]:
+def probes_on(manifest: Manifest, encoder: TextEncoder, engine: Engine,
+              atol: float = PROBE_ATOL) -> list[dict[str, Any]]:
+    """The manifest's probe inputs re-recorded with ``engine``'s outputs (golden probes of a new graph)."""
     probes = []
     for probe in manifest.probes:
         raw = probe["input"]
         item = raw if isinstance(raw, str) else (str(raw[0]), str(raw[1]))
         outs = engine.run(encoder.feeds(encoder.encode([item])))
-        probes.append(make_probe(item, {k: v[0] for k, v in outs.items()}, atol=PROBE_ATOL))
+        probes.append(make_probe(item, {k: v[0] for k, v in outs.items()}, atol=atol))
     return probes
 
 

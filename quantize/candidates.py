@@ -17,7 +17,6 @@ CPU, no variant meets the budget) so that the decision table shows every row.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +119,6 @@ def _ov_bf16(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
 
 
 def _ov_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
-    if importlib.util.find_spec("nncf") is None:
-        raise DependencyError('OpenVINO int8 needs NNCF: pip install "edgebert[optimize]".')
     cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name)
 
 

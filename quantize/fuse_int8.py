@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import prune
+from .graph import GraphView, prune
 
 MS = "com.microsoft"
 HEAD_PERM = (0, 2, 1, 3)  # [B, S, N, H] -> [B, N, S, H]
@@ -44,41 +44,6 @@ def fuse_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return fuse_attention(model, packed=True)
 
 
-class _View:
-    """Lookups over one graph: constants (initializers and Constant nodes), producers, readers."""
-
-    def __init__(self, g: onnx.GraphProto) -> None:
-        self.consts = {i.name: i for i in g.initializer}
-        self.consts.update({n.output[0]: n.attribute[0].t for n in g.node
-                            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-        self.producer = {o: n for n in g.node for o in n.output}
-        self.readers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.readers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in g.output}
-        self.inputs = {i.name: i for i in g.input}
-
-    def const(self, name: str) -> np.ndarray | None:
-        while (node := self.made_by(name, "Identity")) is not None:  # exporters share equal constants
-            name = node.input[0]
-        return numpy_helper.to_array(self.consts[name]) if name in self.consts else None
-
-    def made_by(self, name: str, *op_types: str) -> onnx.NodeProto | None:
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx") else None
-
-    def only_reader(self, name: str, op_type: str) -> onnx.NodeProto | None:
-        readers = self.readers.get(name, [])
-        if name in self.outputs or len(readers) != 1 or readers[0].op_type != op_type:
-            return None
-        return readers[0]
-
-    def ints(self, name: str) -> list[int] | None:
-        v = self.const(name)
-        return [int(x) for x in v.ravel()] if v is not None and v.dtype.kind in "iu" else None
-
-
 def _int_list(node: onnx.NodeProto, name: str) -> list[int]:
     """An ints attribute of ``node`` (empty when absent or not a list of ints)."""
     value = _attr(node, name, [])
@@ -96,7 +61,7 @@ def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
 def fuse_attention(model: onnx.ModelProto, *, packed: bool = True) -> tuple[onnx.ModelProto, int]:
     """Each matching self-attention core as one QAttention (``packed`` and Q/K/V fit) or MultiHeadAttention
     node; returns (model, layers rewritten)."""
-    view = _View(model.graph)
+    view = GraphView(model.graph)
     plans = [p for n in model.graph.node if n.op_type == "Softmax" for p in [_plan(n, view, packed)] if p]
     if not plans:
         return model, 0
@@ -130,7 +95,7 @@ class _Plan:
     removed: tuple[onnx.NodeProto, ...]  # the fused node takes the place of the last one
 
 
-def _plan(softmax: onnx.NodeProto, view: _View, packed: bool) -> _Plan | None:
+def _plan(softmax: onnx.NodeProto, view: GraphView, packed: bool) -> _Plan | None:
     """How to fuse the attention layer around ``softmax``, or None to leave it alone."""
     a = _match_attention(softmax, view)
     if a is None or not _replaceable(a.nodes, a.output, view):
@@ -148,7 +113,7 @@ def _plan(softmax: onnx.NodeProto, view: _View, packed: bool) -> _Plan | None:
     return _Plan(a, node, (), a.nodes)
 
 
-def _packed_qkv(a: _Attention, view: _View) -> tuple[list[str], tuple, tuple] | None:
+def _packed_qkv(a: _Attention, view: GraphView) -> tuple[list[str], tuple, tuple] | None:
     """Q, K and V made by ``MatMulIntegerToFloat`` of one uint8 input with constant weights, scales and biases
     and no weight zero points: (QAttention inputs but the mask, their new initializers, the three nodes)."""
     found = [_projection(t, view) for t in (a.query, a.key, a.value)]
@@ -185,7 +150,7 @@ def _packed_qkv(a: _Attention, view: _View) -> tuple[list[str], tuple, tuple] | 
     return inputs, inits, tuple(n for f in found for n in f[2])  # type: ignore[index]
 
 
-def _projection(name: str, view: _View) -> tuple[onnx.NodeProto, np.ndarray | None, tuple] | None:
+def _projection(name: str, view: GraphView) -> tuple[onnx.NodeProto, np.ndarray | None, tuple] | None:
     """``MatMulIntegerToFloat`` (its bias folded in, or added by the one ``Add`` reading it) that makes ``name``:
     (the node, the bias if a separate Add adds it, the nodes)."""
     node = view.producer.get(name)
@@ -211,7 +176,7 @@ def _keys(nodes: tuple[onnx.NodeProto, ...]) -> set[tuple[str, ...]]:
     return {_key(n) for n in nodes}
 
 
-def _match_attention(softmax: onnx.NodeProto, view: _View) -> _Attention | None:
+def _match_attention(softmax: onnx.NodeProto, view: GraphView) -> _Attention | None:
     """The attention core around ``softmax``, or None unless every piece is exactly as expected."""
     if _attr(softmax, "axis", -1) not in (-1, 3):
         return None
@@ -241,7 +206,7 @@ def _match_attention(softmax: onnx.NodeProto, view: _View) -> _Attention | None:
     return _Attention(q[0], k[0], v[0], merged[1][-1].output[0], q[1][0], scale, mask_input, mask_value, nodes)
 
 
-def _scaled_scores(name: str, view: _View) -> tuple[onnx.NodeProto, float, onnx.NodeProto] | None:
+def _scaled_scores(name: str, view: GraphView) -> tuple[onnx.NodeProto, float, onnx.NodeProto] | None:
     """``MatMul(q, k) / c`` or ``MatMul(q, k) * c``: the MatMul, the scale it amounts to, the scaling node."""
     node = view.made_by(name, "Div", "Mul")
     c = view.const(node.input[1]) if node is not None else None
@@ -252,7 +217,7 @@ def _scaled_scores(name: str, view: _View) -> tuple[onnx.NodeProto, float, onnx.
     return qk, (1.0 / value if node.op_type == "Div" else value), node
 
 
-def _padding_mask(name: str, view: _View) -> tuple[str, float] | None:
+def _padding_mask(name: str, view: GraphView) -> tuple[str, float] | None:
     """``(1 - float(mask[:, None, None, :])) * c`` with ``c <= MIN_MASK_VALUE``: (the mask input, c)."""
     mul = view.made_by(name, "Mul")
     if mul is None:
@@ -277,7 +242,7 @@ def _padding_mask(name: str, view: _View) -> tuple[str, float] | None:
     return tensor, float(c.ravel()[0])
 
 
-def _unsqueezed(chain: list[onnx.NodeProto], rank: int, view: _View) -> list[object] | None:
+def _unsqueezed(chain: list[onnx.NodeProto], rank: int, view: GraphView) -> list[object] | None:
     """The shape pattern (``"d"`` for a data dimension) after ``chain`` of Unsqueeze and exactly one Cast to
     float, applied to a tensor of ``rank``; None if anything else is in the chain."""
     dims: list[object] = ["d"] * rank
@@ -295,7 +260,7 @@ def _unsqueezed(chain: list[onnx.NodeProto], rank: int, view: _View) -> list[obj
     return dims
 
 
-def _shape_dims(name: str, view: _View) -> list[int | str] | None:
+def _shape_dims(name: str, view: GraphView) -> list[int | str] | None:
     """A Reshape target: constants, or ``Concat`` of constants and ``Unsqueeze(Gather(Shape(t), i))`` pieces,
     which read as ``"i:t"`` (dimension i of tensor t)."""
     ints = view.ints(name)
@@ -321,7 +286,7 @@ def _shape_dims(name: str, view: _View) -> list[int | str] | None:
     return dims
 
 
-def _split_heads(name: str, perm: tuple[int, ...], view: _View) -> tuple[str, tuple[int, int], tuple] | None:
+def _split_heads(name: str, perm: tuple[int, ...], view: GraphView) -> tuple[str, tuple[int, int], tuple] | None:
     """``Transpose(Reshape(x, [batch, -1, N, H]), perm)``: (x, (N, H), the two nodes)."""
     t = view.made_by(name, "Transpose")
     r = view.made_by(t.input[0], "Reshape") if t is not None else None
@@ -337,7 +302,7 @@ def _split_heads(name: str, perm: tuple[int, ...], view: _View) -> tuple[str, tu
     return r.input[0], (int(dims[2]), int(dims[3])), (r, t)
 
 
-def _merge_heads(name: str, view: _View) -> tuple[int, tuple] | None:
+def _merge_heads(name: str, view: GraphView) -> tuple[int, tuple] | None:
     """``Reshape(Transpose(ctx, [0, 2, 1, 3]), [batch, seq, N * H])``: (N * H, the two nodes)."""
     t = view.only_reader(name, "Transpose")
     if t is None or tuple(_int_list(t, "perm")) != HEAD_PERM or t.output[0] in view.outputs:
@@ -356,7 +321,7 @@ def _merge_heads(name: str, view: _View) -> tuple[int, tuple] | None:
     return (dims[2], (t, r)) if batch_ok and seq_ok else None
 
 
-def _replaceable(nodes: tuple[onnx.NodeProto, ...], output: str, view: _View) -> bool:
+def _replaceable(nodes: tuple[onnx.NodeProto, ...], output: str, view: GraphView) -> bool:
     """True if nothing outside the replaced nodes reads what they compute, except shape arithmetic that
     only feeds them (and dies with them)."""
     removed = {_key(n) for n in nodes}

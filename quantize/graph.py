@@ -163,7 +163,7 @@ def fuse_static_matmuls(model: onnx.ModelProto, *, fold: bool = True) -> tuple[o
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    view = _View(g)
+    view = GraphView(g)
     index = {id(n): k for k, n in enumerate(g.node)}
     replace: dict[int, onnx.NodeProto] = {}
     drop: set[int] = set()
@@ -185,27 +185,46 @@ def fuse_static_matmuls(model: onnx.ModelProto, *, fold: bool = True) -> tuple[o
     return prune(out), len(replace)
 
 
-class _View:
-    """Lookups over one graph: constant initializers, each tensor's producer and readers, graph outputs."""
+class GraphView:
+    """Lookups over one graph: initializers, constants (initializers, Constant nodes, through Identity),
+    each tensor's producer and readers, the graph's inputs and outputs."""
 
     def __init__(self, g: onnx.GraphProto) -> None:
         self.inits = {i.name: i for i in g.initializer}
+        self.consts = dict(self.inits)
+        self.consts.update({n.output[0]: n.attribute[0].t for n in g.node
+                            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
         self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        self.readers: dict[str, list[onnx.NodeProto]] = {}
         for n in g.node:
             for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
+                self.readers.setdefault(i, []).append(n)
         self.outputs = {o.name for o in g.output}
+        self.inputs = {i.name: i for i in g.input}
 
     def const(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+        while (node := self.made_by(name, "Identity")) is not None:  # exporters share equal constants
+            name = node.input[0]
+        return numpy_helper.to_array(self.consts[name]) if name in self.consts else None
 
-    def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
+    def made_by(self, name: str, *op_types: str) -> onnx.NodeProto | None:
+        """The node of one of ``op_types`` (standard ONNX domain) that produces ``name``, else None."""
         node = self.producer.get(name)
-        return node if node is not None and node.op_type == op_type else None
+        return node if node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx") else None
+
+    def only_reader(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        """The single reader of ``name`` when it is of ``op_type`` and ``name`` is not a graph output."""
+        readers = self.readers.get(name, [])
+        if name in self.outputs or len(readers) != 1 or readers[0].op_type != op_type:
+            return None
+        return readers[0]
+
+    def ints(self, name: str) -> list[int] | None:
+        v = self.const(name)
+        return [int(x) for x in v.ravel()] if v is not None and v.dtype.kind in "iu" else None
 
 
-def _fused_matmul(node: onnx.NodeProto, view: _View) -> tuple[onnx.NodeProto, onnx.NodeProto | None] | None:
+def _fused_matmul(node: onnx.NodeProto, view: GraphView) -> tuple[onnx.NodeProto, onnx.NodeProto | None] | None:
     """``MatMul(DQ(Q(x)), DQ(w))`` (+ a bias Add) as one MatMulIntegerToFloat, and the Add it absorbs."""
     from onnx import helper
 
@@ -219,7 +238,7 @@ def _fused_matmul(node: onnx.NodeProto, view: _View) -> tuple[onnx.NodeProto, on
     if zp_b is not None and not zp_b.any():
         b_zp = ""  # symmetric weights: omit the zero points (keeps ONNX Runtime on its fast path)
     output, bias, add = node.output[0], "", None
-    users = view.consumers.get(output, [])
+    users = view.readers.get(output, [])
     if len(users) == 1 and users[0].op_type == "Add" and output not in view.outputs:
         other = users[0].input[1] if users[0].input[0] == output else users[0].input[0]
         b = view.const(other)

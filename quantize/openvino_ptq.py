@@ -47,16 +47,6 @@ def import_nncf() -> ModuleType:
     return nncf
 
 
-def available() -> str | None:
-    """None when OpenVINO and NNCF import here, else why not (with the install command)."""
-    try:
-        _openvino()
-        import_nncf()
-    except DependencyError as e:
-        return str(e)
-    return None
-
-
 def save_fp32_ir(onnx_path: Path, out_dir: Path) -> Path:
     """The fp32 ONNX graph converted to OpenVINO IR (fp32 weights; run in fp32 or bf16 by the engine)."""
     ov = _openvino()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +27,8 @@ import numpy as np
 from edgebert.errors import ConfigError, InternalError
 from edgebert.runtime.bundle import resolve_member
 from edgebert.runtime.engines import Engine, open_engine
-from edgebert.runtime.isa import detect_isa
+from edgebert.runtime.isa import cpu_model, detect_isa
 from edgebert.runtime.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
-from edgebert.runtime.probes import make_probe
 from edgebert.runtime.tasks import get_task
 from edgebert.runtime.timing import interleave, median_ms
 from edgebert.runtime.writer import check_output, write_bundle
@@ -108,7 +105,7 @@ def optimize_model(
     :class:`OptimizeConfig` fields. Raises what ``quantize_model`` raises; nothing is written on error.
     """
     cfg = dataclasses.replace(config or OptimizeConfig(), **overrides)
-    say = _progress(cfg, time.perf_counter())
+    say = api.progress(cfg.quiet, time.perf_counter())
     prep = prepare(bundle, out_dir, cfg, calibration, eval_data, force)
     with tempfile.TemporaryDirectory(prefix="edgebert-optimize-") as work:
         feeds = _calibration_feeds(prep)
@@ -131,12 +128,9 @@ def prepare(bundle: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg
     if cfg.min_cosine is not None and metric != "cosine":
         raise ConfigError(f"min_cosine applies to embedding bundles; this one is {source.manifest.task}: "
                           "use max_accuracy_drop.")
-    budget: dict[str, float] = {}
-    if cfg.min_cosine is not None or cfg.max_accuracy_drop is not None:
-        budget = {k: v for k, v in (("min_cosine", cfg.min_cosine), ("max_accuracy_drop", cfg.max_accuracy_drop))
-                  if v is not None}
-    else:
-        budget = {"min_cosine": DEFAULT_MIN_COSINE} if metric == "cosine" else {"max_accuracy_drop": DEFAULT_MAX_DROP}
+    given = {"min_cosine": cfg.min_cosine, "max_accuracy_drop": cfg.max_accuracy_drop}
+    budget = {k: v for k, v in given.items() if v is not None} or (
+        {"min_cosine": DEFAULT_MIN_COSINE} if metric == "cosine" else {"max_accuracy_drop": DEFAULT_MAX_DROP})
     text = " ".join(str(t if isinstance(t, str) else t[0]) for t in chosen.evalset.items[:64])
     shapes = []
     for batch, length in PROFILES[cfg.profile]:
@@ -199,7 +193,7 @@ def write(prep: Prepared, rows: list[dict[str, Any]], winner: Candidate, fallbac
         "chosen": winner.name, "model_onnx": fallback.name, "profile": cfg.profile, "threads": cfg.threads,
         "budget": prep.budget,
         "texts": {"evaluation": prep.texts.evalset.source, "items": len(prep.texts.evalset.items)},
-        "machine": {"cpu": _cpu_name(), "isa": detect_isa(), "date": time.strftime("%Y-%m-%d")},
+        "machine": {"cpu": cpu_model(), "isa": detect_isa(), "date": time.strftime("%Y-%m-%d")},
         "candidates": rows,
     }
     manifest = dataclasses.replace(base, artifacts=tuple(artifacts), autotune=autotune, files={})
@@ -218,13 +212,8 @@ def _artifact(prep: Prepared, cand: Candidate, cfg: OptimizeConfig) -> dict[str,
     """The winner's artifact entry, with golden probes recorded on its own engine."""
     if cand.path is None:
         raise InternalError(f"candidate {cand.name} won without an artifact")
-    engine = cand.open(cfg.threads)
-    probes = []
-    for probe in prep.source.manifest.probes:
-        raw = probe["input"]
-        item = raw if isinstance(raw, str) else (str(raw[0]), str(raw[1]))
-        outs = engine.run(prep.source.encoder.feeds(prep.source.encoder.encode([item])))
-        probes.append(make_probe(item, {k: v[0] for k, v in outs.items()}, atol=PROBE_ATOL[cand.precision]))
+    src = prep.source
+    probes = api.probes_on(src.manifest, src.encoder, cand.open(cfg.threads), atol=PROBE_ATOL[cand.precision])
     files = [cand.path.name, cand.path.with_suffix(".bin").name]
     return {"file": cand.path.name, "engine": cand.engine, "precision": cand.precision, "files": files,
             "probes": probes}
@@ -245,21 +234,3 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("metric", "texts", "cosine_mean", "cosine_min", "accuracy_drop_points", "label_agreement",
             "token_agreement", "span_agreement", "top1_agreement")
     return {k: report[k] for k in keys if k in report}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _progress(cfg: OptimizeConfig, start: float) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if not cfg.quiet:
-            print(f"[edgebert {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    return say

@@ -22,18 +22,29 @@ ISAS = ("avx512_vnni", "avx_vnni", "avx2", "x86_64", "arm64_dotprod", "arm64", "
 SATURATION_FREE = frozenset({"avx512_vnni", "avx_vnni", "arm64_dotprod", "arm64"})
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (x86 "flags", ARM "Features"); empty if unknown."""
+def _cpuinfo_field(names: tuple[str, ...], cpuinfo: str | None) -> str | None:
+    """The ``/proc/cpuinfo`` value of the first of ``names`` (lower case) it has; None if unknown."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return set()
+            return None
+    fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return set(value.split())
-    return set()
+        fields.setdefault(key.strip().lower(), value.strip())
+    return next((fields[n] for n in names if n in fields), None)
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (x86 "flags", ARM "Features"); empty if unknown."""
+    return set((_cpuinfo_field(("flags", "features"), cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (x86 "model name", ARM "Model"), else the platform's."""
+    name = _cpuinfo_field(("model name", "model"), cpuinfo)  # in that order: x86 has a numeric "model" too
+    return name or platform.processor() or platform.machine()
 
 
 def detect_isa(cpuinfo: str | None = None, machine: str | None = None) -> str:

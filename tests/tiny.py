@@ -78,6 +78,7 @@ _BERT_ROLES = {
     "sep_token": "[SEP]",
     "mask_token": "[MASK]",
 }
+_CLS_SEP_AS_BOS_EOS = {"bos_token": "[CLS]", "eos_token": "[SEP]"}  # ALBERT and DeBERTa-v2 tokenizers
 _BERT_SINGLE, _BERT_PAIR = "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"
 _ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # pad id 1 = config.pad_token_id
 _ROBERTA_ROLES = {
@@ -157,15 +158,7 @@ RECIPES: dict[str, TinyRecipe] = {
         "AlbertTokenizerFast",
         "unigram",
         ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"),
-        {
-            "bos_token": "[CLS]",
-            "eos_token": "[SEP]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "pad_token": "<pad>",
-            "unk_token": "<unk>",
-            "mask_token": "[MASK]",
-        },
+        {**_BERT_ROLES, **_CLS_SEP_AS_BOS_EOS, "pad_token": "<pad>", "unk_token": "<unk>"},
         _BERT_SINGLE,
         _BERT_PAIR,
         config={"embedding_size": 16},
@@ -175,15 +168,7 @@ RECIPES: dict[str, TinyRecipe] = {
         "DebertaV2TokenizerFast",
         "unigram",
         ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"),
-        {
-            "bos_token": "[CLS]",
-            "eos_token": "[SEP]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "unk_token": "[UNK]",
-            "mask_token": "[MASK]",
-        },
+        {**_BERT_ROLES, **_CLS_SEP_AS_BOS_EOS},
         _BERT_SINGLE,
         _BERT_PAIR,
         lowercase=False,
