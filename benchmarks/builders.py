@@ -34,8 +34,10 @@ def torch_model(ctx: BenchContext) -> Any:
     def load() -> Any:
         import transformers
 
+        from edgebert.export.convert import quiet_transformers
+
         auto = getattr(transformers, get_task(ctx.task).head)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             model = auto.from_pretrained(str(ctx.source), local_files_only=True)
         return model.eval()
@@ -47,7 +49,9 @@ def hf_tokenizer(ctx: BenchContext) -> Any:
     def load() -> Any:
         from transformers import AutoTokenizer
 
-        with warnings.catch_warnings():
+        from edgebert.export.convert import quiet_transformers
+
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             return AutoTokenizer.from_pretrained(str(ctx.source), use_fast=True, local_files_only=True)
 
@@ -77,6 +81,24 @@ def torch_size(model: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------- optimum
+OPTIMUM_INSTALL = 'pip install "edgebert[optimum]" "transformers<4.58"'
+
+
+def optimum_missing() -> str | None:
+    """Why the optimum rows cannot run here (None when they can). optimum-onnx 0.1.0 (the newest) pins
+    transformers < 4.58, so beside transformers 5 it cannot be installed: its rows are skipped, never
+    a reason to downgrade the exporter."""
+    if _importable("optimum.exporters.onnx") and _importable("optimum.onnxruntime"):
+        return None
+    from edgebert.export.specs import is_transformers_v4, transformers_version
+
+    installed = transformers_version() or "none"
+    if is_transformers_v4(installed):
+        return f"optimum is not installed: {OPTIMUM_INSTALL}"
+    return (f"optimum-onnx 0.1.0 needs transformers < 4.58 and transformers {installed} is installed; run these "
+            f"rows in an environment with the 4.x line: {OPTIMUM_INSTALL}")
+
+
 def optimum_fp32(ctx: BenchContext) -> Path:
     out = ctx.work / "optimum-fp32"
     if (out / "model.onnx").is_file():
@@ -228,7 +250,7 @@ def cpu_capabilities() -> list[str]:
 
 def bf16_missing() -> str | None:
     """Why ``openvino-bf16`` cannot run here: openvino missing, or a CPU without BF16 (no emulated stand-in)."""
-    why = openvino_missing()
+    why = openvino_anchor_missing()
     if why:
         return why
     caps = cpu_capabilities()
@@ -238,9 +260,14 @@ def bf16_missing() -> str | None:
     return None
 
 
+def openvino_anchor_missing() -> str | None:
+    """Why ``openvino-fp32`` cannot run here: OpenVINO, or optimum (it reads optimum's fp32 graph)."""
+    return openvino_missing() or optimum_missing()
+
+
 def nncf_missing() -> str | None:
     """Why ``openvino-nncf-int8`` cannot be built here (None when it can)."""
-    why = openvino_missing()
+    why = openvino_anchor_missing()
     if why:
         return why
     return None if _importable("nncf") else f"nncf is not installed: {NNCF_INSTALL}"
@@ -301,5 +328,6 @@ def weights_size(ctx: BenchContext, path: Path) -> int:
 
 __all__ = ["INT8_RECIPES", "NNCF_INSTALL", "bf16_missing", "calibration_feeds", "cpu_capabilities", "dir_size",
            "edgebert_fp32", "edgebert_int8", "hf_tokenizer", "made_by_edgebert_quantize", "nncf_missing",
-           "openvino_missing", "openvino_nncf_int8", "optimum_fp32", "optimum_int8", "torch_int8", "torch_model",
+           "openvino_anchor_missing", "openvino_missing", "openvino_nncf_int8", "optimum_fp32", "optimum_int8",
+           "optimum_missing", "torch_int8", "torch_model",
            "torch_size", "weights_size"]

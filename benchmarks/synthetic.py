@@ -1,6 +1,7 @@
 """Randomly initialised models of a given size, written as Hugging Face folders, to benchmark larger models.
 
-The figures for a BERT-base-sized model (12 layers x 768) come from a random model of that shape::
+The figures for a BERT-base-sized model (12 layers x 768) come from a random model of that shape (and
+``modernbert-base`` gives ModernBERT-base's: 22 layers x 768, alternating local/global rotary attention)::
 
     python -m edgebert.benchmarks.synthetic bert-base /tmp/bert-base
     edgebert export /tmp/bert-base /tmp/bert-base-bundle --task embedding
@@ -30,11 +31,15 @@ from typing import Any
 
 from edgebert.errors import BenchmarkError, EdgebertError
 
-# name -> BertConfig values (everything else is BertConfig's default: GELU, absolute positions, 2 token types)
-SIZES: dict[str, dict[str, int]] = {
+# name -> config values (model_type "bert" unless given; everything else is the config class's default: for
+# BERT GELU, absolute positions, 2 token types; ModernBERT-base's layout is that of answerdotai/ModernBERT-base)
+SIZES: dict[str, dict[str, Any]] = {
     "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "bert-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                    "intermediate_size": 4096},
+    "modernbert-base": {"model_type": "modernbert", "hidden_size": 768, "num_hidden_layers": 22,
+                        "num_attention_heads": 12, "intermediate_size": 1152, "global_attn_every_n_layers": 3,
+                        "local_attention": 128, "max_position_embeddings": 8192},
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 MAX_LENGTH = 512
@@ -81,14 +86,18 @@ def _vocab_size(src: Path) -> int:
 
 def _save_model(size: str, out: Path, vocab_size: int, seed: int) -> int:
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import AutoConfig, AutoModel
 
-    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH, architectures=["BertModel"],
-                        **SIZES[size])
+    values = {"max_position_embeddings": MAX_LENGTH, **SIZES[size]}
+    model_type = values.pop("model_type", "bert")
+    specials = {"pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102, "bos_token_id": 101,
+                "eos_token_id": 102} if model_type == "modernbert" else {}  # the uncased BERT vocabulary's ids
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **specials, **values)
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = BertModel(config).eval()
+        model = AutoModel.from_config(config).eval()
+        config.architectures = [type(model).__name__]
         model.save_pretrained(str(out), safe_serialization=True)
     return int(config.hidden_size)
 
@@ -107,13 +116,14 @@ def _sentence_transformers_files(out: Path, hidden: int) -> None:
     (out / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": MAX_LENGTH, "do_lower_case": False}, indent=2) + "\n")
     (out / "README.md").write_text(
-        "Random weights (seed 0) in a BERT layout, written by `python -m edgebert.benchmarks.synthetic`: for "
+        "Random weights (seed 0) in a BERT-family layout, written by `python -m edgebert.benchmarks.synthetic`: for "
         "timing only; its outputs mean nothing.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgebert.benchmarks.synthetic",
-                                description="Write a randomly initialised BERT of a given size (for benchmarks).")
+                                description="Write a randomly initialised BERT or ModernBERT of a given size "
+                                "(for benchmarks).")
     p.add_argument("size", choices=list(SIZES), help="model size")
     p.add_argument("dest", help="new folder to write (a Hugging Face / sentence-transformers folder)")
     p.add_argument("--tokenizer-from", default=None,

@@ -61,7 +61,7 @@ def _openvino_entries() -> list[VariantSpec]:
     onnx_size = lambda ctx, p: b.dir_size(p, ["model.onnx"])  # noqa: E731
     return [
         VariantSpec("openvino-fp32", "openvino", "fp32", "optimum's fp32 ONNX on OpenVINO CPU, f32 precision hint",
-                    True, b.optimum_fp32, _open_openvino("model.onnx", "f32"), onnx_size, b.openvino_missing),
+                    True, b.optimum_fp32, _open_openvino("model.onnx", "f32"), onnx_size, b.openvino_anchor_missing),
         VariantSpec("openvino-bf16", "openvino", "bf16", "optimum's fp32 ONNX on OpenVINO CPU, bf16 precision hint",
                     True, b.optimum_fp32, _open_openvino("model.onnx", "bf16"), onnx_size, b.bf16_missing),
         VariantSpec("openvino-nncf-int8", "openvino", "int8",
@@ -82,11 +82,11 @@ def registry() -> dict[str, VariantSpec]:
                     lambda ctx, p: b.torch_size(b.torch_int8(ctx))),
         VariantSpec("optimum-fp32", "optimum", "fp32", "optimum-onnx export + ONNX Runtime", True, b.optimum_fp32,
                     lambda ctx, p, t: OrtRunner(p / "model.onnx", p / "tokenizer.json", ctx, t),
-                    lambda ctx, p: b.dir_size(p, ["model.onnx"])),
+                    lambda ctx, p: b.dir_size(p, ["model.onnx"]), b.optimum_missing),
         VariantSpec("optimum-int8", "optimum", "int8", "ORTQuantizer avx512_vnni dynamic per-channel", True,
                     b.optimum_int8,
                     lambda ctx, p, t: OrtRunner(p / "model_quantized.onnx", p / "tokenizer.json", ctx, t),
-                    lambda ctx, p: b.dir_size(p, ["model_quantized.onnx"])),
+                    lambda ctx, p: b.dir_size(p, ["model_quantized.onnx"]), b.optimum_missing),
         VariantSpec("edgebert-fp32", "edgebert", "fp32", "edgebert bundle, fp32", False, b.edgebert_fp32,
                     _open_edgebert, _bundle_size),
     ]

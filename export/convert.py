@@ -42,7 +42,7 @@ def load_torch_model(path: Path, task: str, attn_implementation: str = "eager") 
 
     auto = getattr(transformers, get_task(task).head)
     try:
-        with warnings.catch_warnings(), _quiet_transformers():
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             model, info = auto.from_pretrained(
                 str(path), local_files_only=True, output_loading_info=True, attn_implementation=attn_implementation
@@ -78,16 +78,21 @@ def _harmless_missing(key: str, task: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' logger (its 'newly initialized' notice is turned into an error here)."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' logger (its 'newly initialized' notice is turned into an error here) and its
+    progress bars (transformers 5 draws one while loading weights)."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def used_inputs(model: Any) -> tuple[str, ...]:
@@ -206,8 +211,8 @@ def fuse(src: Path, dst: Path, spec: ArchSpec, config: dict[str, Any]) -> dict[s
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
-    heads = int(config.get("num_attention_heads") or 0)
-    hidden = int(config.get("hidden_size") or 0)
+    heads = int(config.get("num_attention_heads") or config.get("n_heads") or 0)  # DistilBERT: n_heads, dim
+    hidden = int(config.get("hidden_size") or config.get("dim") or 0)
     if config.get("model_type") == "mobilebert":
         hidden = int(config.get("true_hidden_size") or hidden)
     options = FusionOptions(spec.ort_model_type)

@@ -38,7 +38,7 @@ from edgebert.runtime.writer import check_output
 from . import choose, convert, parity
 from .config import ExportConfig
 from .source import SourceModel, inspect_source, pick_task
-from .specs import ArchSpec, arch_spec, check_task
+from .specs import ArchSpec, arch_spec, attn_implementation, check_task, check_transformers
 from .tokenizer import check_tokenizer_parity, save_tokenizer
 
 # graph name -> (what progress calls it, what a parity error calls it)
@@ -97,6 +97,7 @@ def load(model_dir: str | os.PathLike[str], out: Path, cfg: ExportConfig, progre
     check_output(out, cfg.force)
     source = inspect_source(model_dir)
     arch = arch_spec(source.model_type)
+    check_transformers(source.model_type)
     name = cfg.task
     if name == "auto":
         name, why = pick_task(source)
@@ -138,7 +139,7 @@ def convert_graphs(plan: Plan, cfg: ExportConfig, work: Path, progress: Progress
     progress(f"load {plan.arch.name} from {plan.source.path}")
     tokenizer_file = work / TOKENIZER_FILE
     tok_record = save_tokenizer(plan.source.path, tokenizer_file)
-    model = convert.load_torch_model(plan.source.path, plan.task.name, plan.arch.attn_implementation)
+    model = convert.load_torch_model(plan.source.path, plan.task.name, attn_implementation(plan.arch))
     manifest = _draft_manifest(plan, model, tok_record)
     encoder = TextEncoder(load_tokenizer(tokenizer_file), manifest)
     check_tokenizer_parity(plan.source.path, encoder)

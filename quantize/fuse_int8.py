@@ -5,7 +5,13 @@ scale, the additive padding mask, ``Softmax``, ``MatMul``, Transpose/Reshape. :f
 replaces that core with one ONNX Runtime contrib node fed the raw 0/1 ``attention_mask``:
 ``QAttention`` when Q, K and V are three ``MatMulIntegerToFloat`` of the same quantized input (their
 weights packed into one), else ``MultiHeadAttention`` on the three fp32 projections. Every layer is
-pattern-checked; one that does not match exactly is left as it is.
+pattern-checked; one that does not match exactly is left as it is. The padding mask is matched by its
+structure (transformers 4.x) or, failing that, tested numerically (:mod:`.mask_check`: transformers 5).
+
+The fused node gets the mask's own constant c as ``mask_filter_value`` (-3.4028235e38, float32's lowest,
+on both transformers lines), not a clamped -1e4: ONNX Runtime's CPU kernels put c where the mask is 0 and
+add the scaled scores (finite unless a score is below about -1e31), and softmax subtracts the row maximum,
+so a padded key weighs exactly 0 as in the unfused graph; no NaN (that needs an all -inf row).
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .graph import GraphView, prune
+from .mask_check import MIN_MASK_VALUE, KeyPaddingMasks
 
 MS = "com.microsoft"
 HEAD_PERM = (0, 2, 1, 3)  # [B, S, N, H] -> [B, N, S, H]
 KEY_PERM = (0, 2, 3, 1)  # [B, S, N, H] -> [B, N, H, S]
-MIN_MASK_VALUE = -1e4  # an additive mask at least this negative removes a key from the softmax
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ def fuse_attention(model: onnx.ModelProto, *, packed: bool = True) -> tuple[onnx
     """Each matching self-attention core as one QAttention (``packed`` and Q/K/V fit) or MultiHeadAttention
     node; returns (model, layers rewritten)."""
     view = GraphView(model.graph)
-    plans = [p for n in model.graph.node if n.op_type == "Softmax" for p in [_plan(n, view, packed)] if p]
+    padding = KeyPaddingMasks(model, view)
+    plans = [p for n in model.graph.node if n.op_type == "Softmax" for p in [_plan(n, view, padding, packed)] if p]
     if not plans:
         return model, 0
     out = onnx.ModelProto()
@@ -95,9 +102,9 @@ class _Plan:
     removed: tuple[onnx.NodeProto, ...]  # the fused node takes the place of the last one
 
 
-def _plan(softmax: onnx.NodeProto, view: GraphView, packed: bool) -> _Plan | None:
+def _plan(softmax: onnx.NodeProto, view: GraphView, masks: KeyPaddingMasks, packed: bool) -> _Plan | None:
     """How to fuse the attention layer around ``softmax``, or None to leave it alone."""
-    a = _match_attention(softmax, view)
+    a = _match_attention(softmax, view, masks)
     if a is None or not _replaceable(a.nodes, a.output, view):
         return None
     attrs: dict[str, Any] = {"num_heads": a.heads, "scale": a.scale, "mask_filter_value": a.mask_value}
@@ -176,7 +183,7 @@ def _keys(nodes: tuple[onnx.NodeProto, ...]) -> set[tuple[str, ...]]:
     return {_key(n) for n in nodes}
 
 
-def _match_attention(softmax: onnx.NodeProto, view: GraphView) -> _Attention | None:
+def _match_attention(softmax: onnx.NodeProto, view: GraphView, masks: KeyPaddingMasks) -> _Attention | None:
     """The attention core around ``softmax``, or None unless every piece is exactly as expected."""
     if _attr(softmax, "axis", -1) not in (-1, 3):
         return None
@@ -185,7 +192,7 @@ def _match_attention(softmax: onnx.NodeProto, view: GraphView) -> _Attention | N
         return None
     for scores, mask in ((add.input[0], add.input[1]), (add.input[1], add.input[0])):
         scaled = _scaled_scores(scores, view)
-        masked = _padding_mask(mask, view)
+        masked = (_padding_mask(mask, view) or masks(mask)) if scaled is not None else None
         if scaled is not None and masked is not None:
             break
     else:
@@ -197,13 +204,16 @@ def _match_attention(softmax: onnx.NodeProto, view: GraphView) -> _Attention | N
         return None
     v = _split_heads(ctx.input[1], HEAD_PERM, view)
     merged = _merge_heads(ctx.output[0], view)
-    if v is None or merged is None or not q[1] == k[1] == v[1] or merged[0] != q[1][0] * q[1][1]:
+    if v is None or merged is None or not q[1] == k[1] == v[1] or not q[3] == k[3] == v[3] == merged[2]:
+        return None
+    heads = q[1][0] or _heads((q[0], k[0], v[0]), q[1][1], q[3], view)  # N = 0: [X.shape[:2], -1, H]
+    if not heads or merged[0] != (heads * q[1][1] if q[1][0] else -1):
         return None
     if any(view.only_reader(t, op) is None for t, op in ((qk.output[0], scale_node.op_type),
                                                         (scale_node.output[0], "Add"), (add.output[0], "Softmax"))):
         return None
     nodes = (*q[2], *k[2], *v[2], qk, scale_node, add, softmax, ctx, *merged[1])
-    return _Attention(q[0], k[0], v[0], merged[1][-1].output[0], q[1][0], scale, mask_input, mask_value, nodes)
+    return _Attention(q[0], k[0], v[0], merged[1][-1].output[0], heads, scale, mask_input, mask_value, nodes)
 
 
 def _scaled_scores(name: str, view: GraphView) -> tuple[onnx.NodeProto, float, onnx.NodeProto] | None:
@@ -286,8 +296,9 @@ def _shape_dims(name: str, view: GraphView) -> list[int | str] | None:
     return dims
 
 
-def _split_heads(name: str, perm: tuple[int, ...], view: GraphView) -> tuple[str, tuple[int, int], tuple] | None:
-    """``Transpose(Reshape(x, [batch, -1, N, H]), perm)``: (x, (N, H), the two nodes)."""
+def _split_heads(name: str, perm: tuple[int, ...], view: GraphView) -> tuple[str, tuple[int, int], tuple, str] | None:
+    """``Transpose(Reshape(x, [batch, -1, N, H]), perm)``: (x, (N, H), the two nodes, ""); or (transformers 5)
+    ``Transpose(Reshape(x, [X.shape[0], X.shape[1], -1, H]), perm)``: (x, (0, H), the two nodes, X)."""
     t = view.made_by(name, "Transpose")
     r = view.made_by(t.input[0], "Reshape") if t is not None else None
     if t is None or r is None or tuple(_int_list(t, "perm")) != perm:
@@ -295,15 +306,49 @@ def _split_heads(name: str, perm: tuple[int, ...], view: GraphView) -> tuple[str
     if view.only_reader(r.output[0], "Transpose") is None:
         return None
     dims = _shape_dims(r.input[1], view)
-    if dims is None or len(dims) != 4 or dims[1] != -1 or not all(isinstance(d, int) and d > 0 for d in dims[2:]):
+    if dims is None or len(dims) != 4 or not isinstance(dims[3], int) or dims[3] < 1:
+        return None
+    source = str(dims[0])[2:]
+    if source and dims[0] == f"0:{source}" and dims[1:3] == [f"1:{source}", -1]:
+        return r.input[0], (0, dims[3]), (r, t), source
+    if dims[1] != -1 or not isinstance(dims[2], int) or dims[2] < 1:
         return None
     if not (dims[0] == 0 and not _attr(r, "allowzero", 0)) and not str(dims[0]).startswith("0:"):
         return None
-    return r.input[0], (int(dims[2]), int(dims[3])), (r, t)
+    return r.input[0], (dims[2], dims[3]), (r, t), ""
 
 
-def _merge_heads(name: str, view: GraphView) -> tuple[int, tuple] | None:
-    """``Reshape(Transpose(ctx, [0, 2, 1, 3]), [batch, seq, N * H])``: (N * H, the two nodes)."""
+def _heads(tensors: tuple[str, ...], head_size: int, source: str, view: GraphView) -> int:
+    """The head count of ``Reshape(x, [X.shape[0], X.shape[1], -1, head_size])`` for Q, K and V (X is
+    ``source``): their width over ``head_size`` when all three are projections of X of one width, else 0."""
+    widths = set()
+    for name in tensors:
+        found = _projection(name, view)
+        mm = found[0] if found is not None else view.made_by(name, "MatMul")
+        weight = view.const(mm.input[1]) if mm is not None else None
+        if mm is None or weight is None or weight.ndim != 2 or not _fed_by(mm.input[0], source, view):
+            return 0
+        widths.add(int(weight.shape[1]))
+    width = widths.pop() if len(widths) == 1 else 0
+    return width // head_size if width % head_size == 0 else 0
+
+
+def _fed_by(name: str, source: str, view: GraphView) -> bool:
+    """True if ``name`` is ``source``, or made from it by at most four elementwise steps (smoothing Mul by a
+    constant, QuantizeLinear, DequantizeLinear, Identity, Cast): it has the shape of ``source``."""
+    for _ in range(5):
+        if name == source:
+            return True
+        node = view.made_by(name, "QuantizeLinear", "DequantizeLinear", "Identity", "Cast", "Mul")
+        if node is None or (node.op_type == "Mul" and view.const(node.input[1]) is None):
+            return False
+        name = node.input[0]
+    return False
+
+
+def _merge_heads(name: str, view: GraphView) -> tuple[int, tuple, str] | None:
+    """``Reshape(Transpose(ctx, [0, 2, 1, 3]), [batch, seq, N * H])``: (N * H, the two nodes, ""); or
+    (transformers 5) ``Reshape(..., [X.shape[0], X.shape[1], -1])``: (-1, the two nodes, X)."""
     t = view.only_reader(name, "Transpose")
     if t is None or tuple(_int_list(t, "perm")) != HEAD_PERM or t.output[0] in view.outputs:
         return None
@@ -316,9 +361,12 @@ def _merge_heads(name: str, view: GraphView) -> tuple[int, tuple] | None:
     zero_copies = not _attr(r, "allowzero", 0)
     if dims is None or len(dims) != 3 or not isinstance(dims[2], int):
         return None
+    source = str(dims[0])[2:]
+    if source and source != t.output[0] and dims == [f"0:{source}", f"1:{source}", -1]:
+        return -1, (t, r), source
     batch_ok = dims[0] == f"0:{t.output[0]}" or (dims[0] == 0 and zero_copies)
     seq_ok = dims[1] in (f"1:{t.output[0]}", -1) or (dims[1] == 0 and zero_copies)
-    return (dims[2], (t, r)) if batch_ok and seq_ok else None
+    return (dims[2], (t, r), "") if batch_ok and seq_ok else None
 
 
 def _replaceable(nodes: tuple[onnx.NodeProto, ...], output: str, view: GraphView) -> bool:

@@ -131,13 +131,18 @@ class QuestionAnsweringPipeline(Pipeline):
 
 def _char_span(enc: Encoding, s: int, e: int) -> tuple[int, int]:
     """Character span of tokens s..e in the context, widened to whole words when the tokenizer knows them."""
+    fallback = int(enc.offsets[s][0]), int(enc.offsets[e][1])  # token offsets, as transformers does
     try:
         start_word, end_word = enc.token_to_word(s), enc.token_to_word(e)
+        if start_word is None or end_word is None:
+            return fallback
         a_span = enc.word_to_chars(start_word, sequence_index=1)
         b_span = enc.word_to_chars(end_word, sequence_index=1)
-        return int(a_span[0]), int(b_span[1])
-    except Exception:  # no word information (or None): keep token offsets, as transformers does
-        return int(enc.offsets[s][0]), int(enc.offsets[e][1])
+    except Exception:  # no word information
+        return fallback
+    if a_span is None or b_span is None:
+        return fallback
+    return int(a_span[0]), int(b_span[1])
 
 
 def _parse_inputs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[list[tuple[str, str]], bool]:

@@ -27,3 +27,18 @@ def require(module: str, why: str = "") -> ModuleType:
             pytest.fail(f"CI installs every test dependency, but {message}: {e}", pytrace=False)
         pytest.skip(message)
         raise  # unreachable: skip raises
+
+
+def require_optimum() -> None:
+    """The optimum anchor rows. optimum-onnx 0.1.0 pins transformers < 4.58, so under transformers 5 they are
+    skipped with the benchmark's own reason (also in CI: scripts/test.sh runs them in its transformers 4.57
+    pass); under 4.x a missing optimum skips locally and fails in CI."""
+    from edgebert.benchmarks.builders import optimum_missing
+    from edgebert.export.specs import is_transformers_v4
+
+    why = optimum_missing()
+    if why is None:
+        return
+    if is_transformers_v4():
+        require("optimum.onnxruntime", "the optimum anchor rows of the benchmark")
+    pytest.skip(why)

@@ -141,6 +141,13 @@ def fixture_hf_pipeline() -> Callable[[str, Path], Any]:
         import transformers
         from transformers import AutoTokenizer, pipeline
 
+        from edgebert.export.specs import is_transformers_v4
+
+        if task == "question-answering" and not is_transformers_v4():
+            pytest.skip("transformers 5 removed the question-answering pipeline (its MIGRATION_GUIDE_V5); this "
+                        "reference runs in scripts/test.sh's transformers 4.57 pass, and the QA logits are "
+                        "compared with PyTorch by the export tests on both lines")
+
         auto = {
             "text-classification": transformers.AutoModelForSequenceClassification,
             "token-classification": transformers.AutoModelForTokenClassification,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _deps import require
+from _deps import require, require_optimum
 
 from edgebert.benchmarks import builders, report
 from edgebert.benchmarks.context import BenchContext
@@ -38,6 +38,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchContext]:
 
     from edgebert.export import export_model
 
+    require_optimum()  # the anchors read optimum's fp32 graph
     root = tmp_path_factory.mktemp("bench-ov")
     src = make_tiny_model("bert", "embedding", root / "model")
     export_model(src, root / "bundle", task="embedding", optimize="fused", quiet=True)
@@ -117,6 +118,7 @@ def test_calibration_feeds_are_edgebert_int8s_texts(ctx: BenchContext) -> None:
 
 def test_bf16_needs_a_cpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     require("openvino")
+    require_optimum()
     spec = registry()["openvino-bf16"]
     real = builders.cpu_capabilities()
     if "BF16" not in real:  # this machine (e.g. AVX2 only): skipped, and the reason names the capabilities

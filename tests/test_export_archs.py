@@ -15,10 +15,22 @@ import numpy as np
 import pytest
 from tiny import SENSITIVE_INITIALIZER_RANGE
 
-from edgebert.export.specs import ARCHITECTURES
+from edgebert.errors import UnsupportedModelError
+from edgebert.export.specs import ARCHITECTURES, check_transformers
 from edgebert.runtime.tasks import TASKS, get_task
 
-CASES = [(model_type, task) for model_type, spec in ARCHITECTURES.items() for task in spec.tasks]
+
+def _installed(model_type: str) -> bool:
+    """Whether the installed transformers has the model type (test_modern_encoders checks the error if not)."""
+    try:
+        check_transformers(model_type)
+    except UnsupportedModelError:
+        return False
+    return True
+
+
+ALL_CASES = [(model_type, task) for model_type, spec in ARCHITECTURES.items() for task in spec.tasks]
+CASES = [(model_type, task) for model_type, task in ALL_CASES if _installed(model_type)]
 
 # Independent expectations, written by hand: which inputs each architecture really uses.
 TYPE_IDS = ("input_ids", "attention_mask", "token_type_ids")
@@ -34,8 +46,13 @@ EXPECTED_INPUTS: dict[str, tuple[str, ...]] = {
     "mpnet": NO_TYPE_IDS,  # forward() takes no token_type_ids
     "mobilebert": TYPE_IDS,
     "deberta-v2": NO_TYPE_IDS,  # type_vocab_size 0
+    "modernbert": NO_TYPE_IDS,  # no token type embeddings
+    "nomic_bert": TYPE_IDS,  # type_vocab_size 2
+    "eurobert": NO_TYPE_IDS,
+    "gte": NO_TYPE_IDS,  # type_vocab_size 1
 }
-EXPECTED_TOKENIZER: dict[str, tuple[str, str]] = {  # tokenizer class, tokenizers model
+# tokenizer class (the transformers 4.x name; see test_tiny_tokenizer_family for 5.x), tokenizers model
+EXPECTED_TOKENIZER: dict[str, tuple[str, str]] = {
     "bert": ("BertTokenizerFast", "WordPiece"),
     "distilbert": ("DistilBertTokenizerFast", "WordPiece"),
     "electra": ("ElectraTokenizerFast", "WordPiece"),
@@ -46,6 +63,10 @@ EXPECTED_TOKENIZER: dict[str, tuple[str, str]] = {  # tokenizer class, tokenizer
     "camembert": ("CamembertTokenizerFast", "Unigram"),
     "albert": ("AlbertTokenizerFast", "Unigram"),
     "deberta-v2": ("DebertaV2TokenizerFast", "Unigram"),
+    "modernbert": ("PreTrainedTokenizerFast", "BPE"),  # OLMo's byte-level BPE with BERT's special tokens
+    "nomic_bert": ("BertTokenizerFast", "WordPiece"),  # bert-base-uncased's
+    "eurobert": ("PreTrainedTokenizerFast", "BPE"),  # Llama 3's
+    "gte": ("XLMRobertaTokenizerFast", "Unigram"),  # gte-multilingual-base uses XLM-RoBERTa's
 }
 # Fusions ONNX Runtime's BERT optimizer achieves on each tiny 2-layer export (minimums; guards regressions).
 # MPNet (relative position bias) and MobileBERT (bottleneck, NoNorm) attention is not matched by ORT's patterns
@@ -62,6 +83,12 @@ EXPECTED_FUSED: dict[str, dict[str, int]] = {
     "mpnet": {"SkipLayerNormalization": 4, "BiasGelu": 2},
     "mobilebert": {},
     "deberta-v2": {},
+    # the modern encoders: rotary attention is not matched; their LayerNorm/GELU patterns are (3 layers for
+    # ModernBERT's tiny local/global alternation); EuroBERT's RMSNorm and SiLU GLU match nothing
+    "modernbert": {"SkipLayerNormalization": 6, "Gelu": 3},
+    "nomic_bert": {"SkipLayerNormalization": 4},
+    "eurobert": {},
+    "gte": {"SkipLayerNormalization": 4, "Gelu": 2},
 }
 NUM_LABELS = {"sequence-classification": 3, "token-classification": 3, "question-answering": None}
 
@@ -75,7 +102,7 @@ def test_every_registered_architecture_has_tests() -> None:
     assert registered == set(EXPECTED_TOKENIZER), "add the new architecture to EXPECTED_TOKENIZER"
     assert registered == set(EXPECTED_FUSED), "add the new architecture to EXPECTED_FUSED"
     assert registered == set(RECIPES), "add a tiny-model recipe to tests/tiny.py RECIPES"
-    tested = {(m, t) for m, t in CASES}
+    tested = {(m, t) for m, t in ALL_CASES}
     for model_type, spec in ARCHITECTURES.items():
         assert spec.tasks, model_type
         for task in spec.tasks:
@@ -100,10 +127,12 @@ def _feeds(rng: np.random.Generator, tok: Any, inputs: tuple[str, ...], lengths:
     ids = np.full((len(lengths), seq), tok.pad_token_id, dtype=np.int64)
     mask = np.zeros_like(ids)
     types = np.zeros_like(ids)
+    first = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id  # EuroBERT: bos, no sep
     for row, n in enumerate(lengths):
         ids[row, :n] = rng.choice(ordinary, size=n)
-        ids[row, 0] = tok.cls_token_id
-        ids[row, n - 1] = tok.sep_token_id
+        ids[row, 0] = first
+        if tok.sep_token_id is not None:
+            ids[row, n - 1] = tok.sep_token_id
         mask[row, :n] = 1
         types[row, n // 2 : n] = 1
     available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
@@ -208,31 +237,78 @@ def test_tiny_export_parity(
     _check_new_shapes(folder, bundle, manifest, task)
 
 
+# How each architecture's tokenizer frames a text and a pair: its special tokens, the texts' own tokens as $A, $B.
+_BERT_FRAMES = ("[CLS] $A [SEP]", "[CLS] $A [SEP] $B [SEP]")
+_ROBERTA_FRAMES = ("<s> $A </s>", "<s> $A </s> </s> $B </s>")
+EXPECTED_FRAMES = {
+    **dict.fromkeys(("bert", "distilbert", "electra", "mobilebert", "nomic_bert", "modernbert"), _BERT_FRAMES),
+    **dict.fromkeys(("albert", "deberta-v2"), _BERT_FRAMES),
+    **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "mpnet", "gte"), _ROBERTA_FRAMES),
+    # Llama 3's template: a bos before each text, no closing token
+    "eurobert": ("<|begin_of_text|> $A", "<|begin_of_text|> $A <|begin_of_text|> $B"),
+}
+
+
+def _frame(tok: Any, ids: list[int]) -> str:
+    special = set(tok.all_special_ids) - {tok.unk_token_id}
+    out: list[str] = []
+    for i in ids:
+        if i in special:
+            out.append(tok.convert_ids_to_tokens(i))
+        elif not out or not out[-1].startswith("$"):
+            out.append("$" + "AB"[sum(t.startswith("$") for t in out)])
+    return " ".join(out)
+
+
+def _kinds(pre_tokenizer: dict[str, Any]) -> list[str]:
+    """The pre-tokenizer's type and those of the steps of a Sequence."""
+    return [pre_tokenizer["type"], *(k for step in pre_tokenizer.get("pretokenizers", []) for k in _kinds(step))]
+
+
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))
 def test_tiny_tokenizer_family(model_type: str, tiny_model: Callable[..., Path]) -> None:
     """The tiny model's tokenizer is the architecture's real family, loadable offline with AutoTokenizer."""
     import json
 
+    import transformers
     from transformers import AutoConfig, AutoTokenizer
 
+    from edgebert.errors import UnsupportedModelError
+    from edgebert.export.specs import check_transformers
+
+    try:
+        check_transformers(model_type)
+    except UnsupportedModelError as e:
+        pytest.skip(str(e))
     folder = tiny_model(model_type, "fill-mask")
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    cls, family = EXPECTED_TOKENIZER[model_type]
-    assert type(tok).__name__ == cls
+    name, family = EXPECTED_TOKENIZER[model_type]
+    # transformers 5 folds the *TokenizerFast names into one tokenizers-backed class each (BertTokenizerFast and
+    # ElectraTokenizerFast are BertTokenizer, PreTrainedTokenizerFast is TokenizersBackend): the class the name
+    # stands for in the installed transformers is the one AutoTokenizer must load
+    expected = getattr(transformers, name)
+    assert type(tok) is expected, f"{type(tok).__name__} loaded, {expected.__name__} ({name}) expected"
     assert tok.is_fast
+    # and the one tokenizer_config.json records (4.x writes the slow name where a slow class exists)
+    recorded = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))["tokenizer_class"]
+    assert recorded.removesuffix("Fast") == expected.__name__.removesuffix("Fast")
     data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     assert data["model"]["type"] == family
     if family == "Unigram":
-        assert data["pre_tokenizer"]["type"] == "Metaspace"
+        assert "Metaspace" in _kinds(data["pre_tokenizer"])
     if family == "BPE":
-        assert data["pre_tokenizer"]["type"] == "ByteLevel"
+        assert "ByteLevel" in _kinds(data["pre_tokenizer"])
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     assert config.model_type == model_type
     assert tok.pad_token_id == config.pad_token_id
     assert len(tok) <= config.vocab_size
-    assert tok.mask_token_id is not None and tok.cls_token_id is not None and tok.sep_token_id is not None
-    enc = tok("naïve café 東京 🙂", "a second text")
-    assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"][-1] == tok.sep_token_id
+    for field in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+        value = getattr(config, field, None)  # every special id the config names is one of the tokenizer's
+        assert value is None or value in tok.all_special_ids, (field, value)
+    assert tok.mask_token_id is not None
+    single, pair = EXPECTED_FRAMES[model_type]
+    assert _frame(tok, tok("naïve café 東京 🙂")["input_ids"]) == single
+    assert _frame(tok, tok("naïve café 東京 🙂", "a second text")["input_ids"]) == pair
     assert (
         tok.decode(tok("the quick brown fox")["input_ids"], skip_special_tokens=True).strip() == "the quick brown fox"
     )

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from tiny import SENSITIVE_INITIALIZER_RANGE, TINY_CONFIG
 
-from edgebert.quantize import QuantizationConfig, quantize_model
+from edgebert.quantize import QuantizationConfig, mask_check, quantize_model
 from edgebert.quantize.fuse_int8 import fuse_attention, fuse_int8
 from edgebert.runtime.engines import open_engine
 
@@ -110,6 +110,74 @@ def test_a_graph_without_the_pattern_is_returned_unchanged(tiny_bundle: Callable
     model = onnx.load(str(tiny_bundle("bert", "embedding") / "model.onnx"))  # ONNX Runtime's fused Attention
     fused, layers = fuse_int8(model)
     assert layers == 0 and fused is model
+
+
+def _remasked(model: onnx.ModelProto, kind: str, value: float = -1e9) -> onnx.ModelProto:
+    """``model`` with the mask added to every layer's scores replaced by ``Where(keep, 0, value)`` built from
+    ``attention_mask`` another way: ``keep`` is the key-padding mask ("key"), or that AND'ed with a causal
+    mask, a 129-key sliding window (|q - k| <= 64) or the query's own padding ("query")."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    consts = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64), "ax12": np.array([1, 2], np.int64),
+              "ax13": np.array([1, 3], np.int64), "ax0": np.array([0], np.int64), "ax1": np.array([1], np.int64),
+              "half": np.array(64, np.int64), "zf": np.array(0.0, np.float32), "cf": np.array(value, np.float32)}
+    g.initializer.extend(numpy_helper.from_array(v, f"m/{k}") for k, v in consts.items())
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["m/key"], to=TensorProto.BOOL),
+        helper.make_node("Unsqueeze", ["m/key", "m/ax12"], ["m/key4"]),  # [B, 1, 1, S]
+        helper.make_node("Shape", ["attention_mask"], ["m/shape"]),
+        helper.make_node("Gather", ["m/shape", "m/one"], ["m/len"]),
+        helper.make_node("Range", ["m/zero", "m/len", "m/one"], ["m/pos"]),
+        helper.make_node("Unsqueeze", ["m/pos", "m/ax1"], ["m/q"]),
+        helper.make_node("Unsqueeze", ["m/pos", "m/ax0"], ["m/k"]),
+        helper.make_node("Sub", ["m/q", "m/k"], ["m/diff"]),  # [S, S]: q - k
+        helper.make_node("Abs", ["m/diff"], ["m/dist"]),
+    ]
+    allowed = {"key": [helper.make_node("Identity", ["m/key4"], ["m/keep"])],
+               "causal": [helper.make_node("GreaterOrEqual", ["m/diff", "m/zero"], ["m/other"])],
+               "window": [helper.make_node("LessOrEqual", ["m/dist", "m/half"], ["m/other"])],
+               "query": [helper.make_node("Unsqueeze", ["m/key", "m/ax13"], ["m/other"])]}[kind]
+    if kind != "key":
+        allowed.append(helper.make_node("And", ["m/key4", "m/other"], ["m/keep"]))
+    nodes += [*allowed, helper.make_node("Where", ["m/keep", "m/zf", "m/cf"], ["m/mask"])]
+    producer = {o: n for n in g.node for o in n.output}
+    for softmax in [n for n in g.node if n.op_type == "Softmax"]:
+        add = producer[softmax.input[0]]
+        scores = next(i for i, x in enumerate(add.input) if producer[producer[x].input[0]].op_type == "MatMul")
+        add.input[1 - scores] = "m/mask"
+    nodes += g.node  # first: it reads only a graph input and constants
+    del g.node[:]
+    g.node.extend(nodes)
+    return out
+
+
+def test_a_key_padding_mask_built_another_way_is_recognised(plain_int8: onnx.ModelProto,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the structural pattern: the numeric check accepts it, once for all the layers sharing it."""
+    model = _remasked(plain_int8, "key")
+    calls: list[str] = []
+    recognize = mask_check.recognize
+    monkeypatch.setattr(mask_check, "recognize", lambda m, v, t, r: calls.append(t) or recognize(m, v, t, r))
+    fused, layers = fuse_int8(model)
+    assert layers == LAYERS and calls == ["m/mask"]
+    values = [a.f for n in fused.graph.node if n.op_type == "QAttention" for a in n.attribute
+              if a.name == "mask_filter_value"]
+    assert values == [np.float32(-1e9)] * LAYERS
+    vs_original, vs_alone = worst_diffs(model, fused)
+    assert vs_original <= ATOL and vs_alone <= ATOL
+
+
+@pytest.mark.parametrize(("kind", "value"), [("causal", -1e9), ("window", -1e9), ("query", -1e9), ("key", -10.0)])
+def test_a_mask_that_is_not_key_padding_is_refused(plain_int8: onnx.ModelProto, kind: str, value: float) -> None:
+    """Causal, sliding-window (seen only past 129 tokens), query-and-key padding, or too weak to remove a key:
+    the layers are left alone."""
+    model = _remasked(plain_int8, kind, value)
+    fused, layers = fuse_int8(model)
+    assert layers == 0 and fused is model
+    assert max(mask_check.SEQ_LENGTHS) > 129 and min(mask_check.SEQ_LENGTHS) == 1
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])

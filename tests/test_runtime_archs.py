@@ -53,9 +53,12 @@ def test_tokenizer_matches_transformers(
     assert set(pipe.manifest.inputs) <= set(hf.model_input_names)  # DistilBERT, RoBERTa, DeBERTa: no token types
 
 
-@pytest.mark.parametrize("arch", ["roberta", "xlm-roberta"])  # one byte-level BPE, one Unigram (time budget)
-def test_pipelines_match_transformers(arch: str, tiny_model, tiny_bundle, hf_pipeline) -> None:  # type: ignore[no-untyped-def]
-    # token classification, every aggregation strategy
+PIPELINE_ARCHS = ["roberta", "xlm-roberta"]  # one byte-level BPE, one Unigram (time budget)
+
+
+@pytest.mark.parametrize("arch", PIPELINE_ARCHS)
+def test_entities_match_transformers(arch: str, tiny_model, tiny_bundle, hf_pipeline) -> None:  # type: ignore[no-untyped-def]
+    """Token classification, every aggregation strategy."""
     ner = edgebert.load(tiny_bundle(arch, "token-classification"))
     ref = hf_pipeline("token-classification", tiny_model(arch, "token-classification"))
     for strategy in ("none", "simple", "first", "max"):
@@ -66,14 +69,22 @@ def test_pipelines_match_transformers(arch: str, tiny_model, tiny_bundle, hf_pip
             assert [(g[key], g["word"], g["start"], g["end"]) for g in got] == [
                 (w[key], w["word"], w["start"], w["end"]) for w in want
             ], (strategy, text)
-    # question answering over a context longer than the model (windows)
-    qa = edgebert.load(tiny_bundle(arch, "question-answering"))
+
+
+@pytest.mark.parametrize("arch", PIPELINE_ARCHS)
+def test_answers_match_transformers(arch: str, tiny_model, tiny_bundle, hf_pipeline) -> None:  # type: ignore[no-untyped-def]
+    """Question answering over a context longer than the model (windows)."""
     ref = hf_pipeline("question-answering", tiny_model(arch, "question-answering"))
+    qa = edgebert.load(tiny_bundle(arch, "question-answering"))
     for q in ("How tall is the tower?", "Who designed it?"):
         got, want = qa(question=q, context=CONTEXT, top_k=3), _hf(ref, question=q, context=CONTEXT, top_k=3)
         assert [(g["answer"], g["start"], g["end"]) for g in got] == [(w["answer"], w["start"], w["end"]) for w in want]
         assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], rel=1e-4)
-    # fill-mask with the architecture's own mask token
+
+
+@pytest.mark.parametrize("arch", PIPELINE_ARCHS)
+def test_masks_match_transformers(arch: str, tiny_model, tiny_bundle, hf_pipeline) -> None:  # type: ignore[no-untyped-def]
+    """Fill-mask with the architecture's own mask token."""
     fm = edgebert.load(tiny_bundle(arch, "fill-mask"))
     ref = hf_pipeline("fill-mask", tiny_model(arch, "fill-mask"))
     m = fm.mask_token

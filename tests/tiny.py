@@ -2,31 +2,41 @@
 
 ``make_tiny_model("bert", "sequence-classification", dest)`` writes a Hugging Face folder
 (config.json, model.safetensors, tokenizer files) that ``export_model`` accepts and that
-``AutoTokenizer.from_pretrained(dest)`` / ``AutoModel.from_pretrained(dest)`` load offline.
+``AutoTokenizer.from_pretrained(dest)`` / ``AutoModel.from_pretrained(dest)`` load offline, under
+transformers 4.x and 5.x alike.
 
-Every architecture gets the tokenizer family it really uses, trained in a fraction of a second on a
-small built-in corpus and wrapped in the architecture's ``*TokenizerFast`` class:
+Every architecture gets the tokenizer family it really uses, with its special tokens and templates, trained
+in a fraction of a second on a small built-in corpus and wrapped in the architecture's ``*TokenizerFast``
+class (``PreTrainedTokenizerFast`` where the real checkpoint uses that; transformers 5 records most of these
+under their tokenizers-backed names, e.g. ``BertTokenizer``, ``TokenizersBackend``). The recipes are in
+tests/_tiny_recipes.py:
 
-- WordPiece (BERT normalizer and pre-tokenizer): BERT, DistilBERT, ELECTRA, MobileBERT, MPNet
-- byte-level BPE: RoBERTa
-- Unigram with a Metaspace pre-tokenizer (SentencePiece style): XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa-v2
+- WordPiece (BERT normalizer and pre-tokenizer): BERT, DistilBERT, ELECTRA, MobileBERT, MPNet, NomicBERT
+  (bert-base-uncased's tokenizer)
+- byte-level BPE: RoBERTa (GPT-2 style), ModernBERT (OLMo/GPT-NeoX style, [CLS]/[SEP]/[PAD]/[MASK]/[UNK]
+  behind the merges), EuroBERT (Llama 3 style: regex split, <|begin_of_text|> template, <|mask|>)
+- Unigram with a Metaspace pre-tokenizer (SentencePiece style): XLM-RoBERTa, CamemBERT, ALBERT, DeBERTa-v2,
+  GTE (gte-multilingual-base uses XLM-RoBERTa's)
 
-The default config is tiny (hidden 32, 2 layers, 4 heads); keyword overrides pass through to the
-config in the usual Hugging Face names (``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``,
-``intermediate_size``, ``max_position_embeddings``, ``vocab_size``; DistilBERT's own names are mapped),
-so ``make_tiny_model("bert", "feature-extraction", d, hidden_size=768, num_hidden_layers=12,
+The default config is tiny (hidden 32, 2 layers, 4 heads; ModernBERT 3 layers with an 8-token local
+attention window between global layers); keyword overrides pass through to the config in the usual Hugging
+Face names (``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``,
+``max_position_embeddings``, ``vocab_size``; DistilBERT's own names are mapped), so
+``make_tiny_model("bert", "feature-extraction", d, hidden_size=768, num_hidden_layers=12,
 num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512, vocab_size=30522)`` gives
-a random model of BERT-base size.
+a random model of BERT-base size. A model type the installed transformers lacks (NomicBERT, EuroBERT and
+GTE need transformers 5) raises edgebert's UnsupportedModelError naming the release that has it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from _tiny_recipes import LLAMA3_SPLIT, RECIPES, TinyRecipe
 
 from edgebert.errors import InputError
-from edgebert.export.specs import arch_spec
+from edgebert.export.specs import arch_spec, check_transformers
 from edgebert.runtime.tasks import TASKS
 
 CORPUS = (
@@ -42,148 +52,6 @@ CORPUS = (
     "Hello world! OK, this is fine. What a terrible, boring film.",
     "sentences about weather, football, music, cooking, trains and small language models",
 )
-
-Family = Literal["wordpiece", "bpe", "unigram"]
-
-
-@dataclass(frozen=True)
-class TinyRecipe:
-    """How to build the tokenizer and a tiny config for one ``model_type``.
-
-    Attributes:
-        tokenizer_class: the transformers ``*TokenizerFast`` class that wraps the trained tokenizer.
-        family: tokenizer model family (WordPiece, byte-level BPE or Unigram/Metaspace).
-        specials: special tokens in id order (the first ids of the vocabulary).
-        roles: tokenizer keyword -> special token (pad_token, cls_token, ...).
-        single, pair: post-processor templates (``$A``/``$B`` with optional ``:type`` suffix).
-        lowercase: lowercase in the normalizer (BERT uncased, ALBERT).
-        config: tiny config values for this architecture, applied before user overrides.
-    """
-
-    tokenizer_class: str
-    family: Family
-    specials: tuple[str, ...]
-    roles: dict[str, str]
-    single: str
-    pair: str
-    lowercase: bool = True
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_BERT_ROLES = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "mask_token": "[MASK]",
-}
-_CLS_SEP_AS_BOS_EOS = {"bos_token": "[CLS]", "eos_token": "[SEP]"}  # ALBERT and DeBERTa-v2 tokenizers
-_BERT_SINGLE, _BERT_PAIR = "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"
-_ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # pad id 1 = config.pad_token_id
-_ROBERTA_ROLES = {
-    "bos_token": "<s>",
-    "eos_token": "</s>",
-    "cls_token": "<s>",
-    "sep_token": "</s>",
-    "pad_token": "<pad>",
-    "unk_token": "<unk>",
-    "mask_token": "<mask>",
-}
-_ROBERTA_SINGLE, _ROBERTA_PAIR = "<s> $A </s>", "<s> $A </s> </s> $B </s>"
-
-
-def _wordpiece_recipe(cls: str, **config: Any) -> TinyRecipe:
-    return TinyRecipe(cls, "wordpiece", _BERT_SPECIALS, _BERT_ROLES, _BERT_SINGLE, _BERT_PAIR, config=config)
-
-
-RECIPES: dict[str, TinyRecipe] = {
-    "bert": _wordpiece_recipe("BertTokenizerFast"),
-    "distilbert": _wordpiece_recipe("DistilBertTokenizerFast"),
-    "electra": _wordpiece_recipe("ElectraTokenizerFast", embedding_size=16),
-    # the real MobileBERT layout (bottleneck, no_norm, relu, stacked FFNs), scaled down
-    "mobilebert": _wordpiece_recipe(
-        "MobileBertTokenizerFast",
-        embedding_size=16,
-        intra_bottleneck_size=16,
-        num_feedforward_networks=2,
-    ),
-    "mpnet": TinyRecipe(
-        "MPNetTokenizerFast",
-        "wordpiece",
-        ("<s>", "<pad>", "</s>", "[UNK]", "<mask>"),
-        {
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "cls_token": "<s>",
-            "sep_token": "</s>",
-            "pad_token": "<pad>",
-            "unk_token": "[UNK]",
-            "mask_token": "<mask>",
-        },
-        _ROBERTA_SINGLE,
-        _ROBERTA_PAIR,
-    ),
-    "roberta": TinyRecipe(
-        "RobertaTokenizerFast",
-        "bpe",
-        _ROBERTA_SPECIALS,
-        _ROBERTA_ROLES,
-        _ROBERTA_SINGLE,
-        _ROBERTA_PAIR,
-        lowercase=False,
-        config={"type_vocab_size": 1},
-    ),
-    "xlm-roberta": TinyRecipe(
-        "XLMRobertaTokenizerFast",
-        "unigram",
-        _ROBERTA_SPECIALS,
-        _ROBERTA_ROLES,
-        _ROBERTA_SINGLE,
-        _ROBERTA_PAIR,
-        lowercase=False,
-        config={"type_vocab_size": 1},
-    ),
-    "camembert": TinyRecipe(
-        "CamembertTokenizerFast",
-        "unigram",
-        _ROBERTA_SPECIALS,
-        _ROBERTA_ROLES,
-        _ROBERTA_SINGLE,
-        _ROBERTA_PAIR,
-        lowercase=False,
-        config={"type_vocab_size": 1},
-    ),
-    "albert": TinyRecipe(
-        "AlbertTokenizerFast",
-        "unigram",
-        ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"),
-        {**_BERT_ROLES, **_CLS_SEP_AS_BOS_EOS, "pad_token": "<pad>", "unk_token": "<unk>"},
-        _BERT_SINGLE,
-        _BERT_PAIR,
-        config={"embedding_size": 16},
-    ),
-    # DeBERTa-v3 layout: relative attention with position buckets, no absolute positions, no token types
-    "deberta-v2": TinyRecipe(
-        "DebertaV2TokenizerFast",
-        "unigram",
-        ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"),
-        {**_BERT_ROLES, **_CLS_SEP_AS_BOS_EOS},
-        _BERT_SINGLE,
-        _BERT_PAIR,
-        lowercase=False,
-        config={
-            "relative_attention": True,
-            "pos_att_type": ["p2c", "c2p"],
-            "position_biased_input": False,
-            "max_relative_positions": -1,
-            "position_buckets": 32,
-            "norm_rel_ebd": "layer_norm",
-            "share_att_key": True,
-            "type_vocab_size": 0,
-        },
-    ),
-}
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
@@ -210,58 +78,124 @@ def train_tokenizer(
     model_type: str, vocab_size: int = DEFAULT_TOKENIZER_VOCAB, corpus: tuple[str, ...] = CORPUS
 ) -> Any:
     """Train the architecture's tokenizer family on ``corpus``; returns a ``tokenizers.Tokenizer``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken
 
     recipe = _recipe(model_type)
     specials = list(recipe.specials)
-    unk = recipe.roles["unk_token"]
     lines = list(corpus) * 5
+    trained = [] if recipe.specials_last else specials
     if recipe.family == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token=unk))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=recipe.lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(
-            lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-        )
+        tok = _train_wordpiece(recipe, lines, vocab_size, trained)
     elif recipe.family == "bpe":
-        tok = Tokenizer(models.BPE(unk_token=None))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(
-            lines,
-            trainers.BpeTrainer(
-                vocab_size=max(vocab_size, 256 + len(specials)),
-                special_tokens=specials,
-                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                show_progress=False,
-            ),
-        )
+        # byte-level BPE needs the 256 bytes; with the specials behind them the total stays vocab_size
+        tok = _train_bpe(recipe, lines, max(vocab_size - len(specials) + len(trained), 256 + len(trained)), trained)
     else:
-        tok = Tokenizer(models.Unigram())
-        steps: list[Any] = [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
-        if recipe.lowercase:
-            steps += [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
-        tok.normalizer = normalizers.Sequence(steps)
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-        tok.train_from_iterator(
-            lines,
-            trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=unk, show_progress=False),
+        tok = _train_unigram(recipe, lines, vocab_size, trained)
+    first = 0
+    if recipe.specials_last:
+        first = tok.get_vocab_size(with_added_tokens=False)
+        tok.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False, lstrip=t in recipe.lstrip) for t in specials]
         )
     for i, token in enumerate(specials):
-        if tok.token_to_id(token) != i:
-            raise InputError(f"tokenizer training put {token!r} at id {tok.token_to_id(token)}, expected {i}.")
-    if recipe.family == "bpe":
-        tok.post_processor = processors.RobertaProcessing(
-            sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")), add_prefix_space=False
+        if tok.token_to_id(token) != first + i:
+            raise InputError(f"tokenizer training put {token!r} at id {tok.token_to_id(token)}, expected {first + i}.")
+    tok.post_processor = _post_processor(recipe, tok)
+    return tok
+
+
+def _train_wordpiece(recipe: TinyRecipe, lines: list[str], vocab_size: int, specials: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token=recipe.roles["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=recipe.lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(
+        lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    )
+    return tok
+
+
+def _train_bpe(recipe: TinyRecipe, lines: list[str], vocab_size: int, specials: list[str]) -> Any:
+    """Byte-level BPE (no unknown token): GPT-2's pre-tokenizer, GPT-NeoX's (NFC first) or Llama 3's."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    if recipe.byte_level == "llama3":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+            ]
         )
     else:
-        used = {t for t in specials if t in recipe.single or t in recipe.pair}
-        tok.post_processor = processors.TemplateProcessing(
-            single=recipe.single, pair=recipe.pair, special_tokens=[(t, tok.token_to_id(t)) for t in sorted(used)]
-        )
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if recipe.byte_level == "neox":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        lines,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     return tok
+
+
+def _train_unigram(recipe: TinyRecipe, lines: list[str], vocab_size: int, specials: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, trainers
+
+    tok = Tokenizer(models.Unigram())
+    normalizer, tok.pre_tokenizer = _sentencepiece_pipeline(recipe)
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    unk = recipe.roles["unk_token"]
+    tok.train_from_iterator(
+        lines,
+        trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=unk, show_progress=False),
+    )
+    return tok
+
+
+def _sentencepiece_pipeline(recipe: TinyRecipe) -> tuple[Any, Any]:
+    """(normalizer or None, pre-tokenizer) as transformers 5 builds them for the SentencePiece classes."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    if recipe.sentencepiece == "deberta-v2":
+        steps = [
+            normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
+            normalizers.NFC(),
+            normalizers.Strip(left=False, right=True),
+        ]
+        return normalizers.Sequence(steps), pre_tokenizers.Sequence([metaspace])
+    words = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), metaspace])
+    if recipe.sentencepiece == "albert":
+        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+        if recipe.lowercase:
+            steps += [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
+        return normalizers.Sequence(steps), words
+    return None, words  # XLM-RoBERTa, CamemBERT, GTE
+
+
+def _post_processor(recipe: TinyRecipe, tok: Any) -> Any:
+    from tokenizers import processors
+
+    if recipe.roberta_post:
+        sep, cls = recipe.roles["sep_token"], recipe.roles["cls_token"]
+        # sep and cls positionally: tokenizers 0.23 renamed the ``cls`` keyword to ``cls_token``
+        return processors.RobertaProcessing(
+            (sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)), add_prefix_space=False
+        )
+    used = {t for t in recipe.specials if t in recipe.single.split() + recipe.pair.replace(":1", "").split()}
+    return processors.TemplateProcessing(
+        single=recipe.single, pair=recipe.pair, special_tokens=[(t, tok.token_to_id(t)) for t in sorted(used)]
+    )
 
 
 def _recipe(model_type: str) -> TinyRecipe:
@@ -269,7 +203,7 @@ def _recipe(model_type: str) -> TinyRecipe:
     try:
         return RECIPES[model_type]
     except KeyError:
-        raise InputError(f"no tiny-model recipe for {model_type!r}; add one to tests/tiny.py RECIPES.") from None
+        raise InputError(f"no tiny-model recipe for {model_type!r}; add one to tests/_tiny_recipes.py.") from None
 
 
 def make_tokenizer(model_type: str, max_length: int, vocab_size: int = DEFAULT_TOKENIZER_VOCAB) -> Any:
@@ -278,12 +212,20 @@ def make_tokenizer(model_type: str, max_length: int, vocab_size: int = DEFAULT_T
 
     recipe = _recipe(model_type)
     cls = getattr(transformers, recipe.tokenizer_class)
-    extra: dict[str, Any] = {}
-    if model_type == "camembert":
-        extra["additional_special_tokens"] = []
     return cls(
-        tokenizer_object=train_tokenizer(model_type, vocab_size), model_max_length=max_length, **recipe.roles, **extra
+        tokenizer_object=train_tokenizer(model_type, vocab_size),
+        model_max_length=max_length,
+        **recipe.roles,
+        **recipe.tokenizer_kwargs,
     )
+
+
+def _special_ids(recipe: TinyRecipe, tok: Any) -> dict[str, int]:
+    """The config's special-token ids, taken from the tokenizer (pad always; bos/eos/cls/sep/mask per recipe)."""
+    ids = {"pad_token_id": tok.pad_token_id}
+    for name, attribute in recipe.config_ids.items():
+        ids[name] = getattr(tok, attribute)
+    return ids
 
 
 def make_tiny_model(
@@ -310,6 +252,7 @@ def make_tiny_model(
     spec = arch_spec(model_type)
     if task not in TASKS or task not in spec.tasks:
         raise InputError(f"{spec.name} has no task {task!r}; it supports {', '.join(spec.tasks)}.")
+    check_transformers(model_type)
     recipe = _recipe(model_type)
     if task == "question-answering":
         num_labels = 2  # start and end logits
@@ -327,7 +270,7 @@ def make_tiny_model(
             f"give at least {tok_vocab}."
         )
     values["vocab_size"] = vocab_size
-    values["pad_token_id"] = tok.pad_token_id
+    values.update(_special_ids(recipe, tok))
     if model_type == "distilbert":
         values = {_DISTILBERT_NAMES.get(k, k): v for k, v in values.items()}
     config = transformers.AutoConfig.for_model(model_type, **values)

@@ -35,7 +35,8 @@ def test_interleaved_variants(benchmark: Any, bench_bundle: Path, tmp_path: Path
     check_results(results)  # every variant at every shape, same rounds, derived columns, accuracy columns
     variants = results["variants"]
     if not os.environ.get("EDGEBERT_BENCH_BUNDLE"):  # the packaged MiniLM: its recorded accuracy
-        assert variants["optimum-fp32"]["accuracy"]["cosine_min"] >= 0.999  # same fp32 graph as PyTorch
+        if "optimum-fp32" in variants:  # optimum only beside transformers 4.x
+            assert variants["optimum-fp32"]["accuracy"]["cosine_min"] >= 0.999  # same fp32 graph as PyTorch
         for name in ("edgebert-int8", "edgebert-int8-dynamic", "openvino-nncf-int8"):
             if name in variants:  # openvino-nncf-int8 only where openvino and nncf are installed
                 assert variants[name]["accuracy"]["cosine_mean"] >= 0.98, name  # 0.99-0.997 measured

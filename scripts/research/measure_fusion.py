@@ -80,13 +80,13 @@ def _build_graphs(folder: Path, work: Path) -> tuple[dict[str, Path], tuple[str,
     """The plain and the fused graph of the model (as export_model builds them), its inputs and vocabulary."""
     from edgebert.export import convert
     from edgebert.export.source import inspect_source, pick_task
-    from edgebert.export.specs import arch_spec
+    from edgebert.export.specs import arch_spec, attn_implementation
     from edgebert.runtime.tasks import get_task
 
     source = inspect_source(folder)
     task = get_task(pick_task(source)[0])
     spec = arch_spec(source.model_type)
-    model = convert.load_torch_model(source.path, task.name, attn_implementation=spec.attn_implementation)
+    model = convert.load_torch_model(source.path, task.name, attn_implementation=attn_implementation(spec))
     inputs = convert.used_inputs(model)
     vocab = int(model.config.vocab_size)
     graphs = {"plain": work / "plain" / "model.onnx", "fused": work / "fused" / "model.onnx"}
