@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
 import os
 import re
 import shlex
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from edgebert.errors import BenchmarkError
+from edgebert.errors import BenchmarkError, EdgebertWarning
 
 from . import report
 from .workloads import DEFAULT_SHAPES, QUICK_SHAPES
@@ -19,6 +24,9 @@ if TYPE_CHECKING:
     from .harness import BenchConfig
 
 REGRESSION_EXIT = 3
+QUICK_ROUNDS = 3
+# loggers of the libraries the benchmark builds and runs variants with: their notices are not results
+LIBRARY_LOGGERS = ("transformers", "optimum", "torch", "onnxruntime", "openvino", "accelerate", "sentence_transformers")
 T = TypeVar("T")
 
 
@@ -55,8 +63,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", default=None, metavar="OLD.json", help="flag p50 regressions against an earlier run")
     p.add_argument("--threshold", type=float, default=0.10, help="regression threshold for --compare (default 0.10)")
     p.add_argument("--quick", action="store_true",
-                   help=f"fewer shapes ({','.join(QUICK_SHAPES)}), 1 thread, 3 rounds, 100 sentences, 1 cold run")
+                   help=f"fewer shapes ({','.join(QUICK_SHAPES)}), 1 thread, {QUICK_ROUNDS} timed rounds per "
+                        f"shape (the corpus: 2), 100 sentences, 1 cold run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print the results (and --compare rows) as one JSON document; the file list goes to stderr")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -67,18 +78,23 @@ def run_bench(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"--threshold {args.threshold}: give a fraction such as 0.10 (10%).")
     old = report.load_json(args.compare) if args.compare else None  # fail early on a bad file
     out = _output_dir(args.out)
-    results = run_benchmark(args.bundle, cfg, Progress(1, enabled=not args.no_progress))
+    with quiet_libraries():
+        results = run_benchmark(args.bundle, cfg, Progress(1, enabled=not args.no_progress))
     command = "edgebert bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
     results["command"] = command
     written = _write(results, out, args.name or _stem(args.bundle, cfg.threads), command)
-    print(report.render_text(results))
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    if old is not None:
-        rows = report.compare(results, old, args.threshold)
-        print(report.format_comparison(rows, args.threshold))
-        if any(r["regression"] for r in rows):
-            print(f"edgebert bench: regression beyond {args.threshold:.0%} against {args.compare}", file=sys.stderr)
-            return REGRESSION_EXIT
+    rows = report.compare(results, old, args.threshold) if old is not None else None
+    if args.json:
+        print(json.dumps({**results, **({"comparison": rows} if rows is not None else {})}, allow_nan=False))
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    else:
+        print(report.render_text(results))
+        print("\nwrote " + ", ".join(str(p) for p in written))
+        if rows is not None:
+            print(report.format_comparison(rows, args.threshold))
+    if rows is not None and any(r["regression"] for r in rows):
+        print(f"edgebert bench: regression beyond {args.threshold:.0%} against {args.compare}", file=sys.stderr)
+        return REGRESSION_EXIT
     return 0
 
 
@@ -93,10 +109,10 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     shapes = tuple(s.strip() for s in args.shapes.split(",")) if args.shapes else (
         QUICK_SHAPES if quick else DEFAULT_SHAPES)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
-    rounds = _given(args.rounds, 3 if quick else 10)
+    rounds = _given(args.rounds, QUICK_ROUNDS if quick else 10)
     return BenchConfig(
         variants=variants, threads=threads, shapes=shapes, rounds=rounds,
-        max_rounds=_given(args.max_rounds, max(rounds, 5 if quick else 60)),
+        max_rounds=_given(args.max_rounds, rounds if quick else max(rounds, 60)),
         budget_s=_given(args.budget, 0.5 if quick else 8.0),
         warmup=_given(args.warmup, 1 if quick else 2),
         corpus_size=_given(args.corpus_size, 100 if quick else 1000),
@@ -104,6 +120,30 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         cold_runs=_given(args.cold_runs, 1 if quick else 3),
         gemm_peak=not args.no_gemm_peak, work=args.work,
     )
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Third-party warnings and log notices (``torch_dtype is deprecated``, ``requires accelerate``) are
+    silenced while the benchmark builds and runs its variants; edgebert's own warnings still show."""
+    saved_env = os.environ.get("TRANSFORMERS_VERBOSITY")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # read when transformers configures its logger
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("default", EdgebertWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if saved_env is None:
+            os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+        else:
+            os.environ["TRANSFORMERS_VERBOSITY"] = saved_env
 
 
 def _given(value: T | None, default: T) -> T:

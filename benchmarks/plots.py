@@ -38,6 +38,14 @@ def _threads(results: dict[str, Any]) -> list[int]:
     return sorted({int(r["threads"]) for r in results["results"]})
 
 
+def plain_number_labels(axis: Any) -> None:
+    """Label a log axis with plain numbers (20, 50, 100), not matplotlib's ``4x10^1``; minor ticks at 2 and 5."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda y, _pos: f"{y:g}" if f"{y:.0e}"[0] in "25" else ""))
+
+
 def latency_vs_length(results: dict[str, Any], path: Path) -> Path:
     """Model-only p50 latency at batch 1 against sequence length, one line per variant, one panel per thread count."""
     plt = _pyplot()
@@ -57,6 +65,7 @@ def latency_vs_length(results: dict[str, Any], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(seqs), [str(x) for x in sorted(seqs)])
         ax.set_yscale("log")
+        plain_number_labels(ax.yaxis)
         ax.set_xlabel("tokens (batch 1)")
         ax.set_ylabel("p50 latency, ms (model only)")
         ax.set_title(f"{t} thread{'s' if t > 1 else ''}")

@@ -46,9 +46,10 @@ def _columns(results: Results) -> list[tuple[str, str]]:
 
 
 def _fmt_ms(ms: float) -> str:
+    """A duration with its unit: ``1.51 s``, ``578.0 ms``, ``4.20 ms``."""
     if ms >= 1000:
         return f"{ms / 1000:.2f} s"
-    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+    return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
 def _cell(r: dict[str, Any] | None) -> str:

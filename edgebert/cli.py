@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from .errors import DependencyError, EdgebertError
 
@@ -21,16 +24,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edgebert.benchmarks.cli", "benchmark a bundle against PyTorch and other variants"),
 }
 
+# a Python keyword in an error message: name=True, name=False, name='text', name="text" or name=value
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False|'[^']*'|\"[^\"]*\"|[^\s,;)']+)")
+# a snake_case option name on its own (not part of a path or a longer name)
+_NAME = re.compile(r"(?<![\w/.-])([a-z][a-z0-9]*_[a-z0-9_]+)\b(?![=/.-])")
 
-def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+
+def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]],
+                             dict[str, argparse.ArgumentParser]]:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="edgebert", description="BERT-family models on the CPU with ONNX Runtime.")
     parser.add_argument("--version", action="version", version=f"edgebert {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners: dict[str, Callable[[argparse.Namespace], int]] = {}
-    argv = sys.argv[1:]
-    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    wanted = _command(argv)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == wanted:  # import only the chosen command's module: `edgebert --help` stays instant
@@ -43,25 +52,89 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
                 ) from e
             getattr(module, f"add_{name}_arguments")(p)
             runners[name] = getattr(module, f"run_{name}")
-    return parser, runners
+            parsers[name] = p
+    return parser, runners, parsers
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand: the first argument, when it names one (top-level options come before it and exit)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser,
+                                        dict[str, Callable[[argparse.Namespace], int]]]:
+    """The parsed arguments, the parser that parsed them (the subcommand's, if any) and the runners.
+
+    A subcommand's options and positionals mix freely (``edgebert run B --json "a text"``)."""
+    parser, runners, parsers = _build_parser(argv)
+    name = _command(argv)
+    if name is None:
+        return parser.parse_args(list(argv)), parser, runners
+    args = parsers[name].parse_intermixed_args(list(argv[1:]))
+    args.command = name
+    return args, parsers[name], runners
+
+
+def cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
+    """``message`` with the Python keyword spellings of options that have a flag in ``parser`` replaced by
+    the flag: ``force=True`` -> ``--force``, ``long_text='chunk'`` -> ``--long-text chunk``, and a bare
+    snake_case option name (``corpus_size must be >= 1``) -> ``--corpus-size``."""
+    flags = _flags(parser)
+
+    def swap(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2)
+        flag = flags.get(name)
+        if flag is None:
+            return m.group(0)
+        if value == "True":
+            return flag
+        if value == "False":
+            negative = "--no-" + flag[2:]
+            return negative if negative in flags.values() else m.group(0)
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+
+    text = _KEYWORD.sub(swap, message)
+    text = _NAME.sub(lambda m: flags.get(m.group(1), m.group(0)), text)  # a bare corpus_size -> --corpus-size
+    return re.sub(r"(--[a-z0-9-]+) \(\1\)", r"\1", text)  # "force=True (--force)" said the flag twice
+
+
+def _flags(parser: argparse.ArgumentParser | None) -> dict[str, str]:
+    """dest -> long flag, and for --x/--no-x options also "no_x" -> --no-x."""
+    out: dict[str, str] = {}
+    for action in parser._actions if parser else []:
+        longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
+        if longs:
+            out[action.dest] = longs[0]
+            out.update({s[2:].replace("-", "_"): s for s in longs[1:]})
+    return out
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings in the CLI: ``edgebert: warning: <message>``, no Python source line."""
+    print(f"edgebert: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    shown: Any = warnings.showwarning
+    warnings.showwarning = _show_warning
+    parser: argparse.ArgumentParser | None = None
     try:
-        parser, runners = _build_parser()
-        args = parser.parse_args(sys.argv[1:])
+        args, parser, runners = parse(sys.argv[1:])
         if args.command is None:
             parser.print_help()
             return 2
         return runners[args.command](args)
     except EdgebertError as e:
-        print(f"edgebert: error: {e}", file=sys.stderr)
+        print(f"edgebert: error: {cli_words(str(e), parser)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("edgebert: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

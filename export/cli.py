@@ -7,6 +7,7 @@ import json
 import sys
 
 from edgebert.runtime.tasks import TASK_NAMES
+from edgebert.runtime.verify_cli import graph_text, source_text
 
 from .api import export_model
 from .config import OPTIMIZE_CHOICES, ExportConfig
@@ -49,11 +50,12 @@ def run_export(args: argparse.Namespace) -> int:
         f"task:     {manifest.task} ({manifest.architecture}), inputs: {', '.join(manifest.inputs)}, "
         f"max_length {manifest.max_length}"
     )
-    print(f"graph:    {manifest.optimization.get('chosen')}; fused ops: {manifest.optimization.get('fused_ops', {})}")
+    print(f"graph:    {graph_text(manifest.optimization)}")
     print(
         "parity:   "
         + ", ".join(f"{k} max abs diff {v:.2e}" for k, v in diffs.items())
         + f" (atol {manifest.parity['atol']:g}, {manifest.parity['probes']} probes, min cosine "
         + f"{min(manifest.parity['min_cosine'].values()):.6f})"
     )
+    print(f"source:   {source_text(manifest.source)}")
     return 0

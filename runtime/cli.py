@@ -28,7 +28,9 @@ Call = Callable[[Any, list[Any], argparse.Namespace], tuple[list[Any], list[bool
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edgebert run``."""
     parser.add_argument("bundle", help="bundle directory (from `edgebert export` or `edgebert quantize`)")
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to run; '-' reads stdin, one text per line")
+    parser.add_argument("texts", nargs="*", metavar="TEXT",
+                        help="texts to run; '-' reads stdin, one text per line (so does piping text in with "
+                             "no TEXT and no --input)")
     parser.add_argument("--input", "-i", metavar="FILE", help="read texts from FILE, one per line ('-' for stdin)")
     parser.add_argument(
         "--pairs",
@@ -186,11 +188,16 @@ def run_run(args: argparse.Namespace) -> int:
             if args.json:
                 _json_line(out, {"text": text, **runner.as_json(result)})
             else:
-                out.write(f"{text}\t{runner.human(result)}\n")
+                out.write(f"{shorten(text)}\t{runner.human(result)}\n")
     cut = [i for i, t in enumerate(truncated or []) if t]
     if cut:
         print(f"edgebert: note: input(s) {', '.join(map(str, cut))} were truncated", file=sys.stderr)
     return 0
+
+
+def shorten(text: str, keep: int = 60) -> str:
+    """An input echoed in the human output: up to ``keep`` characters, then its length (--json keeps it all)."""
+    return text if len(text) <= keep + 20 else f"{text[:keep]}… ({len(text)} chars)"
 
 
 def check_positive(value: int | None, flag: str) -> None:
@@ -240,6 +247,8 @@ def _collect_texts(args: argparse.Namespace) -> list[str]:
         texts.extend(read_lines(sys.stdin) if t == "-" else [t])
     if args.input:
         texts.extend(read_lines(sys.stdin) if args.input == "-" else _read_file(args.input))
+    if not sources and sys.stdin is not None and not sys.stdin.isatty():
+        texts = read_lines(sys.stdin)  # text piped in without '-': read it, as the help promises
     if not texts:
         raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' to read stdin.")
     return texts
@@ -270,7 +279,7 @@ def _print_similarity(texts: list[str], vectors: np.ndarray, as_json: bool, out:
         _json_line(out, {"texts": texts, "similarity": [[round(float(x), 6) for x in row] for row in sim]})
         return
     for i, t in enumerate(texts):
-        out.write(f"[{i}] {t}\n")
+        out.write(f"[{i}] {shorten(t)}\n")
     out.write("     " + "".join(f"{f'[{j}]':>8}" for j in range(len(texts))) + "\n")
     for i, row in enumerate(sim):
         out.write(f"{f'[{i}]':<5}" + "".join(f"{x:8.4f}" for x in row) + "\n")

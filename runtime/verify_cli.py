@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
         return 0
-    for key, value in summary(Path(args.bundle), manifest):
-        print(f"{key + ':':<14}{value}")
+    rows = summary(Path(args.bundle), manifest)
+    width = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:
+        print(f"{key + ':':<{width}}{value}")
     return 0
 
 
@@ -106,16 +109,7 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
         rows.append(
             ("tokenizer", f"{tok.get('class', '?')} (pad {tok.get('pad_token')!r}, mask {tok.get('mask_token')!r})")
         )
-    if m.quantization:
-        rows.append(("quantization", _compact(m.quantization)))
-    if m.optimization.get("chosen") is not None:
-        fused = (m.optimization.get("fused_ops") or {}) if m.optimization["chosen"] == "fused" else {}
-        rows.append(("graph", f"{m.optimization['chosen']}" + (f" ({_compact(fused)})" if fused else "")))
-    if m.parity:
-        diffs = m.parity.get("max_abs_diff") or {}
-        rows.append(("parity", ", ".join(f"{k} max abs diff {float(v):.2e}" for k, v in diffs.items()) or "-"))
-    if m.accuracy:
-        rows.append(("accuracy", _compact(m.accuracy)))
+    rows += _result_rows(m)
     for artifact in m.artifacts:
         rows.append(("artifact", f"{artifact.get('file')} for {artifact.get('engine')}, {artifact.get('precision')}"))
     if m.autotune:
@@ -123,7 +117,7 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
                                  f"candidates ({m.autotune.get('budget')}; `edgebert info --json` has the table)"))
     rows.append(("probes", str(len(m.probes))))
     if m.source.get("path") or m.source.get("name_or_path"):
-        rows.append(("source", str(m.source.get("name_or_path") or m.source.get("path"))))
+        rows.append(("source", source_text(m.source)))
     if m.versions:
         keys = ("edgebert", "onnxruntime", "transformers", "torch", "opset")
         rows.append(("versions", ", ".join(f"{k} {m.versions[k]}" for k in keys if k in m.versions)))
@@ -134,9 +128,83 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
     return rows
 
 
-def _compact(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return text if len(text) <= 200 else text[:197] + "..."
+def _result_rows(m: Manifest) -> list[tuple[str, str]]:
+    """Quantization, graph, parity and accuracy lines, in words."""
+    rows: list[tuple[str, str]] = []
+    if m.quantization:
+        rows.append(("quantization", quantization_text(m.quantization)))
+    if m.optimization.get("chosen") is not None:
+        rows.append(("graph", graph_text(m.optimization)))
+    if m.parity:
+        diffs = m.parity.get("max_abs_diff") or {}
+        shown = ", ".join(f"{k} max abs diff {float(v):.2e}" for k, v in diffs.items()) or "-"
+        # an int8 bundle carries its fp32 source's export parity; its own accuracy is the next line
+        rows.append(("parity (fp32 export)" if m.quantization else "parity", shown))
+    if m.accuracy:
+        guard = (m.quantization or {}).get("guard") or {}
+        rows.append(("accuracy", accuracy_text(m.accuracy, guard.get("budget"))))
+    return rows
+
+
+def graph_text(opt: Mapping[str, Any]) -> str:
+    """The graph the bundle ships, in words: fused (with its fused ops), or plain and why fusions were not kept."""
+    if opt.get("chosen") == "fused":
+        fused = opt.get("fused_ops") or {}
+        return "fused" + (f" ({', '.join(f'{k} x{v}' for k, v in fused.items())})" if fused else "")
+    fusion = opt.get("fusion") or {}
+    if fusion.get("applied") is False:
+        reason = str(fusion.get("reason") or "ONNX Runtime fusion was not applied")
+    elif fusion.get("rejected"):
+        reason = f"the fused graph failed parity ({fusion['rejected']})"
+    elif opt.get("fused_over_plain_geomean") is not None:
+        reason = (f"fused/plain latency geomean {float(opt['fused_over_plain_geomean']):.2f} at 1 thread; "
+                  f"fused is kept only when clearly faster")
+    else:
+        reason = "plain graph requested (--optimize none)"
+    return f"plain (fusions not kept: {reason})"
+
+
+def source_text(source: Mapping[str, Any]) -> str:
+    """The exported model folder, and the config's own name when it differs."""
+    path, name = source.get("path"), source.get("name_or_path")
+    if not path:
+        return str(name)
+    return str(path) + (f" (config name: {name})" if name and str(name) != str(path) else "")
+
+
+def quantization_text(q: Mapping[str, Any]) -> str:
+    """The int8 recipe and its calibration data in one line."""
+    text = f"{q.get('method', '?')} int8"
+    if q.get("format"):
+        text += f", format {q['format']}"
+    if q.get("calibrator"):
+        text += f", calibrator {q['calibrator']}"
+    calibration = q.get("calibration") or {}
+    if calibration:
+        text += f"; calibrated on {calibration.get('texts', '?')} texts ({calibration.get('source', '?')})"
+    kept = len(q.get("excluded_nodes") or [])
+    if kept:
+        text += f"; {kept} node(s) kept in fp32"
+    return text
+
+
+def accuracy_text(acc: Mapping[str, Any], budget: Any = None) -> str:
+    """The accuracy headline against fp32: cosine, labelled accuracy or agreement, and the budget if any."""
+    texts = f"on {acc['texts']} texts" if "texts" in acc else ""
+    if "cosine_mean" in acc:
+        text = f"cosine to fp32 mean {float(acc['cosine_mean']):.4f}, min {float(acc.get('cosine_min', 0.0)):.4f}"
+    elif "accuracy_int8" in acc:
+        text = (f"accuracy fp32 {float(acc['accuracy_fp32']):.4f}, int8 {float(acc['accuracy_int8']):.4f} "
+                f"(drop {float(acc.get('accuracy_drop_points', 0.0)):.2f} points)")
+    else:
+        key = str(acc.get("metric", ""))
+        value = acc.get(key)
+        shown = f"{float(value):.4f}" if value is not None else "-"
+        text = f"{key.replace('_', ' ') or 'agreement'} with fp32 {shown}"
+    text += f" {texts}" if texts else ""
+    if acc.get("source"):
+        text += f" ({acc['source']})"
+    return text + (f"; budget {budget}" if budget and budget != "none" else "")
 
 
 def _size(n: int) -> str:

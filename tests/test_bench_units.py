@@ -179,8 +179,8 @@ def test_bad_command_lines_are_errors_not_tracebacks(tmp_path: Path, capsys: pyt
     cases = [
         (["--out", str(blocker / "out")], "--out"),  # unwritable output directory
         (["--compare", str(tmp_path / "missing.json")], "cannot read benchmark results"),
-        (["--rounds", "0"], "rounds=0"),
-        (["--corpus-size", "0"], "corpus_size"),
+        (["--rounds", "0"], "--rounds 0"),  # the CLI says the flag, not the keyword
+        (["--corpus-size", "0"], "--corpus-size must be"),
         (["--threshold", "-1"], "--threshold"),
     ]
     bundle = tmp_path / "bundle"
@@ -261,3 +261,76 @@ def test_progress_writes_to_its_stream() -> None:
     p.note("hello")
     p.close()
     assert "1/2" in sink.text and "hello" in sink.text
+
+
+def test_durations_always_carry_a_unit() -> None:
+    res = _results({("pytorch-fp32", "1x8"): 578.0, ("edgebert-int8", "1x8"): 4.2, ("edgebert-int8", CORPUS): 1510.0})
+    text = report.render_text(res)
+    assert "578.0 ms" in text and "4.20 ms" in text and "1.51 s" in text
+
+
+def _bench_args(*argv: str) -> Any:
+    import argparse
+
+    from edgebert.benchmarks.cli import add_bench_arguments
+
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    return parser, parser.parse_args(["B", *argv])
+
+
+def test_quick_runs_the_rounds_its_help_promises() -> None:
+    from edgebert.benchmarks.cli import QUICK_ROUNDS, _config
+
+    parser, args = _bench_args("--quick")
+    cfg = _config(args)
+    assert cfg.rounds == cfg.max_rounds == QUICK_ROUNDS
+    assert f"{QUICK_ROUNDS} timed rounds per shape" in " ".join(parser.format_help().split())
+
+
+def test_log_axis_has_plain_number_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from edgebert.benchmarks import plots
+
+    plt = plots._pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([8, 16, 64], [40.0, 48.0, 61.0])
+    ax.set_yscale("log")
+    plots.plain_number_labels(ax.yaxis)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    plt.close(fig)
+    assert labels and all(lbl.replace(".", "").isdigit() for lbl in labels), labels
+    used: list[Any] = []
+    monkeypatch.setattr(plots, "plain_number_labels", used.append)
+    plots.latency_vs_length(_results({("pytorch-fp32", "1x8"): 40.0, ("edgebert-int8", "1x8"): 5.0}),
+                            tmp_path / "l.png")
+    assert used
+
+
+def test_bench_silences_library_chatter_and_prints_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import warnings
+
+    from edgebert.benchmarks import cli as bench_cli
+    from edgebert.benchmarks import harness
+    from edgebert.errors import EdgebertWarning
+
+    def fake_run(bundle: str, cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
+        warnings.warn("torch_dtype is deprecated! Use dtype instead!", FutureWarning, stacklevel=1)
+        warnings.warn("a library's UserWarning", UserWarning, stacklevel=1)
+        logging.getLogger("transformers.modeling_utils").warning("low_cpu_mem_usage requires accelerate")
+        warnings.warn("edgebert's own note", EdgebertWarning, stacklevel=1)
+        return _results({("pytorch-fp32", "1x8"): 10.0, ("edgebert-int8", "1x8"): 2.0})
+
+    monkeypatch.setattr(harness, "run_benchmark", fake_run)
+    monkeypatch.setattr(bench_cli, "_write", lambda results, out, stem, command: [out / f"{stem}.json"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as a user's shell would show them, whatever pytest's filters
+        code = main(["bench", "B", "--json", "--no-progress", "--out", str(tmp_path), "--no-gemm-peak"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["results"][0]["variant"] == "pytorch-fp32"
+    assert "torch_dtype" not in out + err and "accelerate" not in out + err and "library's" not in out + err
+    assert "edgebert: warning: edgebert's own note" in err and "wrote" in err
+    assert not [r for r in caplog.records if "accelerate" in r.getMessage()]  # the logger notice was dropped

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,16 @@ def test_run_other_tasks(ner_bundle, qa_bundle, mlm_bundle, capsys) -> None:  # 
     assert code == 0 and out.count(",") == 4  # five candidates
 
 
-def test_run_errors_are_clear(clf_bundle, qa_bundle, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+class Terminal(io.StringIO):
+    """stdin as a terminal: nothing piped in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_errors_are_clear(clf_bundle, qa_bundle, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     clf, qa = str(clf_bundle[1]), str(qa_bundle[1])
+    monkeypatch.setattr("sys.stdin", Terminal(""))
     cases = [
         (["run", clf], "no texts given"),
         (["run", clf, "no tab", "--pairs"], "TAB"),
@@ -88,7 +97,7 @@ def test_run_errors_are_clear(clf_bundle, qa_bundle, tmp_path, capsys) -> None: 
         (["run", clf, "-", "--input", "-"], "stdin) given twice"),
         (["run", qa, "context only"], "--question"),
         (["run", str(tmp_path), "x"], "not an edgebert bundle"),
-        (["run", clf, "word " * 100, "--long-text", "error"], "long_text='chunk'"),
+        (["run", clf, "word " * 100, "--long-text", "error"], "--long-text chunk"),
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, *argv)
@@ -121,8 +130,10 @@ def test_run_notes_truncated_inputs(tiny_bundle, capsys) -> None:  # type: ignor
     long = "word " * 200
     for task, key in (("embedding", "embedding"), ("feature-extraction", "last_hidden_state")):
         bundle = str(tiny_bundle("bert", task))
-        with pytest.warns(TruncationWarning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TruncationWarning)
             code, out, err = _run(capsys, "run", bundle, "short", long, "ok", long, "--json")
+        assert "edgebert: warning: " in err and ".py:" not in err, err  # the CLI's words, no source line
         assert code == 0 and [json.loads(line)["text"] for line in out.splitlines()] == ["short", long, "ok", long]
         assert all(key in json.loads(line) for line in out.splitlines())
         assert "input(s) 1, 3 were truncated" in err, err
