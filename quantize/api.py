@@ -168,7 +168,8 @@ def texts(source: Source, cfg: QuantizationConfig, calibration: Calibration,
     if packaged and cfg.method == "dynamic":  # nothing to calibrate: the packaged set is all held out
         calib, held_out = [], calib
     elif calib and (eval_data is None or len(calib) > cfg.calibration_size):
-        calib, held_out = data.split_texts(calib, cfg.calibration_size, cfg.seed)
+        # with --eval the held-out part is not needed: calibrate on up to calibration_size texts
+        calib, held_out = data.split_texts(calib, cfg.calibration_size, cfg.seed, hold_out=eval_data is None)
     origin = data.PACKAGED_SOURCE if packaged else _origin(calibration)
     if eval_data is not None:
         evalset = data.read_eval(eval_data, source.manifest.labels)

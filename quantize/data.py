@@ -102,11 +102,16 @@ def read_eval(path: str | os.PathLike[str], labels: Sequence[str] | None) -> Tex
     return TextSet(tuple(texts), tuple(gold), str(path))
 
 
-def split_texts(texts: Sequence[str], calibration_size: int, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle deterministically; the first ``calibration_size`` calibrate, the rest are held out."""
+def split_texts(
+    texts: Sequence[str], calibration_size: int, seed: int, *, hold_out: bool = True
+) -> tuple[list[str], list[str]]:
+    """Shuffle deterministically; the first ``calibration_size`` calibrate, the rest are held out. With
+    ``hold_out`` (no separate evaluation set) at least half of the texts are kept for the accuracy report;
+    without it every text up to ``calibration_size`` calibrates."""
     order = np.random.default_rng(seed).permutation(len(texts))
     shuffled = [texts[i] for i in order]
-    n = min(calibration_size, max(len(texts) // 2, MIN_CALIBRATION_TEXTS), len(texts))
+    wanted = max(len(texts) // 2, MIN_CALIBRATION_TEXTS) if hold_out else len(texts)
+    n = min(calibration_size, wanted, len(texts))
     return shuffled[:n], shuffled[n:]
 
 

@@ -44,8 +44,12 @@ def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]
 
 # ORT's histogram calibrators keep every calibrated activation of every batch in memory until the
 # end of a collect_data call (BERT-base, 256 texts x 128 tokens: > 24 GB). Above this estimate, the
-# batches are fed in strides; the histograms are merged across strides.
-CALIBRATION_MEMORY_BYTES = 2 << 30
+# batches are fed in strides; the histograms are merged across strides. The estimate counts only the inputs
+# of weight MatMuls; the calibrator's real peak is several times that (outputs, attention scores, copies).
+# Measured on MiniLM (`edgebert quantize`, packaged set, 16 batches, 2026-11-30): budget 2 GiB -> one pass,
+# 10.1 GB peak RSS, 57 s; 512 MiB -> stride 4, 4.4 GB, 47 s; 128 MiB -> stride 1, 1.7 GB, 44 s, with the
+# same accuracy (cosine mean 0.99575 / 0.99577 / 0.99580, min 0.9811 / 0.9819 / 0.9830).
+CALIBRATION_MEMORY_BYTES = 128 << 20
 
 
 class _Reader:

@@ -66,6 +66,8 @@ def test_quantize_embedding_bundle(
     assert q["method"] == method
     if method == "static":
         assert q["calibrator"] == "percentile"
+        # --eval given: every calibration text up to calibration_size calibrates (none is held back)
+        assert q["calibration"]["texts"] == 48
     acc = m.accuracy or {}
     assert acc["metric"] == "cosine" and acc["texts"] >= 30
     assert 0.5 < acc["cosine_mean"] <= 1.0 + 1e-6 and acc["cosine_min"] <= acc["cosine_p1"] <= acc["cosine_mean"]

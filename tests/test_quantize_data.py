@@ -37,6 +37,9 @@ def test_split_and_disjoint() -> None:
     calib, held = qdata.split_texts(texts, 30, seed=0)
     assert len(calib) == 30 and len(held) == 70 and not set(calib) & set(held)
     assert qdata.split_texts(texts, 30, seed=0) == (calib, held)
+    # at least half held out when no evaluation set is given; without hold_out, up to calibration_size calibrate
+    assert [len(part) for part in qdata.split_texts(texts, 80, seed=0)] == [50, 50]
+    assert [len(part) for part in qdata.split_texts(texts, 80, seed=0, hold_out=False)] == [80, 20]
     evalset = qdata.TextSet(tuple(texts[:50]), tuple("AB"[i % 2] for i in range(50)), "x")
     kept = qdata.disjoint(calib, evalset)
     assert not set(kept.items) & set(calib) and kept.labels is not None and len(kept.labels) == len(kept.items)
