@@ -28,7 +28,7 @@ Call = Callable[[Any, list[Any], argparse.Namespace], tuple[list[Any], list[bool
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edgebert run``."""
     parser.add_argument("bundle", help="bundle directory (from `edgebert export` or `edgebert quantize`)")
-    parser.add_argument("texts", nargs="*", metavar="TEXT",
+    parser.add_argument("texts", nargs="*", metavar="TEXT", default=[],
                         help="texts to run; '-' reads stdin, one text per line (so does piping text in with "
                              "no TEXT and no --input)")
     parser.add_argument("--input", "-i", metavar="FILE", help="read texts from FILE, one per line ('-' for stdin)")

@@ -36,6 +36,15 @@ def test_options_and_texts_mix_freely() -> None:
     assert args.bundle == "B" and args.json
 
 
+def test_a_missing_bundle_is_the_only_thing_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """TEXT is optional (texts may come from --input or stdin): only the bundle is named as required."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "required: bundle" in err and "TEXT" not in err.splitlines()[-1]
+
+
 def test_errors_use_the_flags_of_the_subcommand() -> None:
     _, export_parser, _ = parse(["export", "M", "O"])
     assert cli_words(WRITER_FORCE, export_parser) == "/x/out already exists. Choose another path or pass --force."
