@@ -305,3 +305,16 @@ def fuzz_case(outcomes: dict[str, int], case: Callable[[], None], ok: str) -> No
         assert str(e).strip(), f"{type(e).__name__} without a message"
         outcome = type(e).__name__
     outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+
+def tie_order(got: list[Any], want: list[Any], tied: Callable[[float, float], bool]) -> list[Any]:
+    """Ranked candidates (``token`` + ``score`` dicts, e.g. fill-mask) of ``got`` with neighbours whose scores
+    are ``tied`` put in ``want``'s order; nothing else moves. Two runtimes' float noise may swap two candidates
+    of equal probability; callers still compare every token and score afterwards."""
+    rank = {w["token"]: i for i, w in enumerate(want)}
+    out = list(got)
+    for i in range(len(out) - 1):
+        a, b = out[i], out[i + 1]
+        if tied(a["score"], b["score"]) and rank.get(a["token"], i) > rank.get(b["token"], i + 1):
+            out[i], out[i + 1] = b, a
+    return out

@@ -27,6 +27,7 @@ from _runtime_util import (  # noqa: F401  (fixtures)
     fixture_ner_bundle,
     fixture_qa_bundle,
     run_python,
+    tie_order,
 )
 from tiny import SENSITIVE_INITIALIZER_RANGE
 
@@ -62,19 +63,11 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def _tie_order(got: Any, want: Any) -> Any:
-    """Ranked candidates (fill-mask tokens) whose scores tie within the float tolerance may come in either
-    order from two engines (float-op order differs): put such neighbours of ``got`` in ``want``'s order;
-    nothing else moves, and the scores are still compared."""
+    """Ranked candidates (fill-mask tokens) tied within the float tolerance may come in either order from two
+    engines (float-op order differs); other lists are left as they are."""
     if not (got and all(isinstance(x, dict) and "token" in x and "score" in x for x in (*got, *want))):
         return got
-    rank = {w["token"]: i for i, w in enumerate(want)}
-    out = list(got)
-    for i in range(len(out) - 1):
-        a, b = out[i], out[i + 1]
-        tie = math.isclose(a["score"], b["score"], rel_tol=RTOL, abs_tol=ATOL)
-        if tie and rank.get(a["token"], i) > rank.get(b["token"], i + 1):
-            out[i], out[i + 1] = b, a
-    return type(got)(out)
+    return type(got)(tie_order(list(got), list(want), lambda a, b: math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)))
 
 
 def same(got: Any, want: Any, where: str = "result") -> None:

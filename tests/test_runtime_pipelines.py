@@ -18,6 +18,7 @@ from _runtime_util import (  # noqa: F401  (fixtures)
     fixture_mlm_bundle,
     fixture_ner_bundle,
     fixture_qa_bundle,
+    tie_order,
 )
 
 import edgebert
@@ -192,15 +193,7 @@ TIE = 1e-5  # candidates whose reference probabilities differ by less than this 
 
 
 def _tie_order_rows(got: list[dict], want: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-    """``got`` with candidates that tie in ``want`` (within TIE) put in ``want``'s order; nothing else moves:
-    float noise between PyTorch and ONNX Runtime may swap two candidates of equal probability."""
-    rank = {w["token"]: i for i, w in enumerate(want)}
-    out = list(got)
-    for i in range(len(out) - 1):
-        a, b = out[i], out[i + 1]
-        if abs(a["score"] - b["score"]) < TIE and rank.get(a["token"], i) > rank.get(b["token"], i + 1):
-            out[i], out[i + 1] = b, a
-    return out
+    return tie_order(got, want, lambda a, b: abs(a - b) < TIE)
 
 
 def _tie_order(got: list[dict], want: list[dict]) -> list[tuple]:  # type: ignore[type-arg]
