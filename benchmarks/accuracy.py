@@ -47,6 +47,17 @@ def _cosine(rows: np.ndarray, ref: np.ndarray | None, labels: Labels,
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 
+def _scores(rows: np.ndarray, ref: np.ndarray | None, labels: Labels,
+            label_names: Sequence[str] | None) -> dict[str, Any]:
+    """Reranker logits: Spearman correlation of the scores with the reference's, and the largest difference."""
+    if ref is None:
+        return {}
+    from edgebert.quantize.retrieval import spearman
+
+    a, b = rows[:, -1] - (rows[:, 0] if rows.shape[1] == 2 else 0), ref[:, -1] - (ref[:, 0] if ref.shape[1] == 2 else 0)
+    return {"spearman": spearman(a, b), "max_abs_diff": float(np.max(np.abs(rows - ref))) if rows.size else 0.0}
+
+
 # task metric -> how a variant's summary rows are compared with the reference's. The per-token metrics
 # compare the pooled per-token logits by cosine here (the quantizer's report has the exact agreements).
 _MEASURES: dict[str, Callable[[np.ndarray, np.ndarray | None, Labels, Sequence[str] | None], dict[str, Any]]] = {
@@ -55,6 +66,8 @@ _MEASURES: dict[str, Callable[[np.ndarray, np.ndarray | None, Labels, Sequence[s
     "token_agreement": _cosine,
     "span_agreement": _cosine,
     "top1_agreement": _cosine,
+    "rank_agreement": _scores,
+    "sparse_agreement": _cosine,
 }
 
 

@@ -40,6 +40,10 @@ def torch_model(ctx: BenchContext) -> Any:
         with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             model = auto.from_pretrained(str(ctx.source), local_files_only=True)
+        if get_task(ctx.task).head_kind == "splade":  # the pooling a SparseEncoder applies over the masked LM
+            from edgebert.export.heads import splade_model
+
+            model = splade_model(model, dict(ctx.manifest.head or {"pooling": "max", "activation": "relu"}))
         return model.eval()
 
     return ctx.cached("torch-fp32", load)

@@ -29,7 +29,7 @@ from edgebert.runtime.tokenize import load_tokenizer
 from . import coldstart, machine
 from .accuracy import accuracy, accuracy_rows
 from .context import BenchContext
-from .runners import Runner
+from .runners import Runner, task_items
 from .variants import VariantSpec, select_variants
 from .workloads import (
     CORPUS_SIZE,
@@ -255,7 +255,7 @@ def _time_shape(run: _Run, runners: dict[str, Runner], threads: int, shape: Shap
     """Every runner at one shape, each of its modes timed with the runners interleaved: one row per runner."""
     ctx, cfg = run.ctx, run.cfg
     inputs = None if shape.is_corpus else shape_inputs(shape, tokenizer, ctx.manifest.inputs, corpus, _pad(ctx))
-    texts = corpus if inputs is None else inputs.texts
+    texts = task_items(ctx.task, ctx.manifest, corpus if inputs is None else inputs.texts)
     rows: list[dict[str, Any]] = []
     for mode in shape.modes():
         label = f"{threads} thread(s) {shape.label} {mode}"

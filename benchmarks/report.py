@@ -65,6 +65,8 @@ def _accuracy_text(acc: dict[str, Any] | None) -> str:
     if "cosine_mean" in acc:
         return f"cos {acc['cosine_mean']:.4f} / min {acc['cosine_min']:.4f}"
     parts = []
+    if "spearman" in acc:
+        parts.append(f"rank corr {acc['spearman']:.4f}, max diff {acc['max_abs_diff']:.1e}")
     if "agreement" in acc:
         parts.append(f"agree {100 * acc['agreement']:.1f}%")
     if "accuracy" in acc:

@@ -46,10 +46,56 @@ def _raw(manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> np.ndarray
     return output
 
 
+def splade_pool(manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """SPLADE vectors (texts, vocabulary): as they come from a pooled graph, or pooled here from masked-LM
+    logits (an off-the-shelf fill-mask graph), as the manifest's head record says."""
+    if output.ndim == 2:
+        return output
+    head = manifest.head or {}
+    weights = np.log1p(np.maximum(output * mask[..., None].astype(output.dtype), 0))
+    if head.get("activation") == "log1p_relu":
+        weights = np.log1p(weights)
+    return np.asarray(weights.sum(axis=1) if head.get("pooling") == "sum" else weights.max(axis=1))
+
+
+def _sparse(manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per text its non-zero (indices, weights), largest first, as the sparse pipeline returns them."""
+    out = []
+    for row in splade_pool(manifest, output, mask):
+        nz = np.flatnonzero(row > 0)
+        order = nz[np.argsort(-row[nz], kind="stable")]
+        out.append((order, row[order]))
+    return out
+
+
+def _relevance(manifest: Manifest, logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Cross-encoder scores: sigmoid of the one logit, or softmax's positive column (sentence-transformers)."""
+    if logits.shape[-1] == 2:
+        return np.asarray(_softmax(manifest, logits, mask)[:, 1])
+    activation = (manifest.head or {}).get("activation", "sigmoid")
+    raw = logits[:, 0]
+    return np.asarray(1 / (1 + np.exp(-raw)) if activation == "sigmoid" else raw)
+
+
+def task_items(task: str, manifest: Manifest, texts: Sequence[str]) -> list[Any]:
+    """What the task's end-to-end path is called with: texts, or for a reranker (query, document) pairs built
+    from them as the quantizer's accuracy report builds them (a text's first half vs. its neighbours' second)."""
+    if get_task(task).input_kind == "query-document":
+        from edgebert.quantize.retrieval import query_document
+
+        return query_document(list(texts), manifest)
+    return list(texts)
+
+
 def postprocess(task: str, manifest: Manifest, output: np.ndarray, mask: np.ndarray) -> Any:
     """Turn the graph's first output into the task result the way the reference libraries do (numpy,
-    float32): pooled vectors (sentence-transformers), per-text token states, label scores."""
+    float32): pooled vectors (sentence-transformers), per-text token states, label scores, relevance scores
+    (CrossEncoder), sparse vectors (SparseEncoder)."""
     spec = get_task(task)
+    if spec.head_kind == "splade":
+        return _sparse(manifest, output, mask)
+    if spec.head_kind == "cross-encoder":
+        return _relevance(manifest, output, mask)
     if spec.pooled:
         return _pooled(manifest, output, mask)
     if spec.per_token(spec.output_names[0]):
@@ -63,6 +109,8 @@ def summarize(task: str, manifest: Manifest, output: np.ndarray, mask: np.ndarra
     """One row per item for accuracy: per-token vectors pooled as the manifest says (mean by default),
     everything else (logits of a text, per-token scores) as it is."""
     spec = get_task(task)
+    if spec.head_kind == "splade":
+        return np.asarray(splade_pool(manifest, output, mask), dtype=np.float64)
     if spec.per_token(spec.output_names[0]) and output.ndim == 3:
         return np.asarray(_pooled(manifest, output, mask), dtype=np.float64)
     return np.asarray(output, dtype=np.float64).reshape(output.shape[0], -1)
@@ -120,17 +168,21 @@ class TorchRunner(Runner):
 
         with torch.inference_mode():
             out = self.model(**prepared)
-        return np.asarray(out[0].numpy())
+        first = next(iter(out.values())) if isinstance(out, dict) else out[0]  # model outputs are dicts too
+        return np.asarray(first.numpy())
 
     def e2e(self, texts: Sequence[str]) -> Any:
         import torch
 
-        def batch(items: list[str]) -> Any:
-            enc = self.tokenizer(items, padding=True, truncation=True, max_length=self.ctx.manifest.max_length,
-                                 return_tensors="pt")
+        def batch(items: list[Any]) -> Any:
+            pairs = bool(items) and isinstance(items[0], tuple)
+            first, second = ([a for a, _ in items], [b for _, b in items]) if pairs else (items, None)
+            enc = self.tokenizer(first, second, padding=True, truncation=True,
+                                 max_length=self.ctx.manifest.max_length, return_tensors="pt")
             with torch.inference_mode():
                 out = self.model(**{k: v for k, v in enc.items() if k in self.names})
-            return postprocess(self.ctx.task, self.ctx.manifest, out[0].numpy(), enc["attention_mask"].numpy())
+            first_out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+            return postprocess(self.ctx.task, self.ctx.manifest, first_out.numpy(), enc["attention_mask"].numpy())
 
         return in_batches(texts, batch)
 
@@ -235,4 +287,5 @@ class EdgebertRunner(Runner):
 
 
 __all__ = ["OPENVINO_INSTALL", "EdgebertRunner", "OpenVinoRunner", "OrtRunner", "Runner", "TorchRunner", "encode",
-           "import_openvino", "in_batches", "openvino_config", "own_tokenizer", "postprocess", "summarize"]
+           "import_openvino", "in_batches", "openvino_config", "own_tokenizer", "postprocess", "splade_pool",
+           "summarize", "task_items"]

@@ -6,6 +6,7 @@ Public API (imported lazily, so ``import edgebert`` stays light)::
     edgebert.export_model(model_dir, out_dir, ...)                  -> export a Hugging Face folder ([export])
     edgebert.quantize_model(bundle, out_dir, ...)                   -> int8 bundle ([quantize])
     edgebert.TASKS                                                  -> the task registry
+    edgebert.batch(bundle, source, dest, ...)                       -> run a bundle over files ([batch])
 
 Every error edgebert raises on purpose is an :class:`EdgebertError`; every warning an
 :class:`EdgebertWarning` (the tree is drawn in ``edgebert/errors.py``).
@@ -38,6 +39,7 @@ def _source_checkout_path() -> None:
 _source_checkout_path()
 
 if _typing.TYPE_CHECKING:
+    from edgebert import batch
     from edgebert.export import ExportConfig, export_model
     from edgebert.quantize import QuantizationConfig, quantize_model
     from edgebert.runtime import TASKS, BatchLimits, load
@@ -50,6 +52,7 @@ _LAZY = {
     "ExportConfig": "edgebert.export",
     "quantize_model": "edgebert.quantize",
     "QuantizationConfig": "edgebert.quantize",
+    "batch": "edgebert.batch",  # the package itself, callable: edgebert.batch(bundle, source, dest, ...)
 }
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "ExportConfig",
     "quantize_model",
     "QuantizationConfig",
+    "batch",
     *_errors_all,
 ]
 

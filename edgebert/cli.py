@@ -22,7 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "optimize": ("edgebert.quantize.optimize_cli",
                  "measure engine x precision candidates on this machine; keep the fastest within an accuracy budget"),
     "bench": ("edgebert.benchmarks.cli", "benchmark a bundle against PyTorch and other variants"),
+    "serve": ("edgebert.serve.cli", "serve bundles over HTTP (OpenAI-compatible embeddings, rerank, predict)"),
+    "batch": ("edgebert.batch.cli", "run a bundle over files (txt, jsonl, csv, parquet) on every core or on Ray"),
 }
+# the extra a command needs beyond the core install (named when its import fails)
+EXTRAS: dict[str, str] = {"serve": "serve", "batch": "batch"}
 
 # a Python keyword in an error message: name=True, name=False, name='text', name="text" or name=value
 _KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False|'[^']*'|\"[^\"]*\"|[^\s,;)']+)")
@@ -46,9 +50,11 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, dict[st
             try:
                 module = importlib.import_module(module_name)
             except ImportError as e:
+                extra = EXTRAS.get(name)
+                how = (f"pip install 'edgebert[{extra}]'" if extra
+                       else "pip install 'edgebert[all]' (torch==2.13.0 first, see README)")
                 raise DependencyError(
-                    f"`edgebert {name}` needs extra packages ({e.name} is missing). "
-                    f"Install them with: pip install 'edgebert[all]' (torch==2.13.0 first, see README)."
+                    f"`edgebert {name}` needs extra packages ({e.name} is missing). Install them with: {how}."
                 ) from e
             getattr(module, f"add_{name}_arguments")(p)
             runners[name] = getattr(module, f"run_{name}")

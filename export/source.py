@@ -11,6 +11,7 @@ from typing import Any
 from edgebert.errors import ModelSourceError, UnsupportedModelError
 from edgebert.runtime.tasks import task_for_architecture
 
+from .heads import st_model_type
 from .specs import arch_spec
 
 WEIGHT_FILES = (
@@ -42,6 +43,8 @@ class SourceModel:
     sentence_transformers: bool
     pooling: dict[str, Any] | None
     st_max_length: int | None
+    # sentence-transformers' model type: "SentenceTransformer", "CrossEncoder", "SparseEncoder" (or None)
+    st_model_type: str | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -82,7 +85,7 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceModel:
         )
     pooling, st_max, is_st = _sentence_transformers(root)
     archs = tuple(str(a) for a in config.get("architectures") or ())
-    return SourceModel(root, config, model_type, archs, is_st, pooling, st_max)
+    return SourceModel(root, config, model_type, archs, is_st, pooling, st_max, st_model_type(root))
 
 
 def _sentence_transformers(root: Path) -> tuple[dict[str, Any] | None, int | None, bool]:
@@ -95,7 +98,10 @@ def _sentence_transformers(root: Path) -> tuple[dict[str, Any] | None, int | Non
     pooling: dict[str, Any] = {"mode": "mean", "normalize": False, "source": "sentence-transformers"}
     for module in modules:
         kind = str(module.get("type", ""))
-        if kind.endswith("models.Pooling"):
+        name = kind.rsplit(".", 1)[-1]  # sentence-transformers 5 moved the classes (base.modules.transformer...)
+        if name in ("Transformer", "MLMTransformer", "SpladePooling"):
+            continue  # the encoder; SPLADE's pooling is read by export.heads
+        if name == "Pooling":
             cfg = _read_json(root / str(module.get("path", "")) / "config.json")
             if cfg.get("pooling_mode_cls_token"):
                 pooling["mode"] = "cls"
@@ -109,12 +115,13 @@ def _sentence_transformers(root: Path) -> tuple[dict[str, Any] | None, int | Non
                     f"{root}: sentence-transformers pooling {modes} is not supported; edgebert pools with "
                     "cls, mean or max."
                 )
-        elif kind.endswith("models.Normalize"):
+        elif name == "Normalize":
             pooling["normalize"] = True
-        elif not kind.endswith("models.Transformer"):
+        else:
             raise UnsupportedModelError(
                 f"{root}: sentence-transformers module {kind!r} is not supported (edgebert handles "
-                "Transformer, Pooling and Normalize). Export the bare transformer with task='feature-extraction'."
+                "Transformer, Pooling, Normalize, MLMTransformer and SpladePooling). Export the bare transformer "
+                "with task='feature-extraction'."
             )
     st_max = None
     st_cfg = root / "sentence_bert_config.json"
@@ -126,6 +133,10 @@ def _sentence_transformers(root: Path) -> tuple[dict[str, Any] | None, int | Non
 
 def pick_task(source: SourceModel) -> tuple[str, str]:
     """Task for ``task='auto'`` and the reason, from the folder and ``config.architectures``."""
+    if source.st_model_type == "CrossEncoder":
+        return "rerank", "sentence-transformers CrossEncoder folder"
+    if source.st_model_type == "SparseEncoder":
+        return "sparse-embedding", "sentence-transformers SparseEncoder folder"
     if source.sentence_transformers:
         return "embedding", "sentence-transformers folder (modules.json)"
     for arch in source.architectures:

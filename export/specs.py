@@ -39,7 +39,8 @@ class ArchSpec:
 
 
 # tasks of the encoders that transformers gives no question-answering head
-_NO_QA = ("embedding", "feature-extraction", "sequence-classification", "token-classification", "fill-mask")
+_NO_QA = ("embedding", "feature-extraction", "sequence-classification", "token-classification", "fill-mask", "rerank",
+          "sparse-embedding")
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "bert": ArchSpec("BERT"),

@@ -35,7 +35,7 @@ from edgebert.runtime.tasks import Task, get_task
 from edgebert.runtime.tokenize import TextEncoder, load_tokenizer
 from edgebert.runtime.writer import check_output
 
-from . import choose, convert, parity
+from . import choose, convert, heads, parity
 from .config import ExportConfig
 from .source import SourceModel, inspect_source, pick_task
 from .specs import ArchSpec, arch_spec, attn_implementation, check_task, check_transformers
@@ -140,7 +140,10 @@ def convert_graphs(plan: Plan, cfg: ExportConfig, work: Path, progress: Progress
     tokenizer_file = work / TOKENIZER_FILE
     tok_record = save_tokenizer(plan.source.path, tokenizer_file)
     model = convert.load_torch_model(plan.source.path, plan.task.name, attn_implementation(plan.arch))
-    manifest = _draft_manifest(plan, model, tok_record)
+    head = _head(plan, model)
+    if plan.task.head_kind == "splade" and head is not None:
+        model = heads.splade_model(model, head)
+    manifest = _draft_manifest(plan, model, tok_record, head)
     encoder = TextEncoder(load_tokenizer(tokenizer_file), manifest)
     check_tokenizer_parity(plan.source.path, encoder)
     probes = parity.make_probes(encoder, plan.max_length)
@@ -180,7 +183,24 @@ def _graph_file(work: Path, name: str) -> Path:
     return folder / MODEL_FILE
 
 
-def _draft_manifest(plan: Plan, model: Any, tokenizer: dict[str, Any]) -> Manifest:
+def _head(plan: Plan, model: Any) -> dict[str, Any] | None:
+    """The retrieval head record (cross-encoder activation, SPLADE pooling) from the folder, else None."""
+    if plan.task.head_kind == "cross-encoder":
+        return heads.cross_encoder_head(plan.source.path, int(model.config.num_labels))
+    if plan.task.head_kind == "splade":
+        return heads.splade_head(plan.source.path, _modules(plan.source.path))
+    return None
+
+
+def _modules(root: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = root / "modules.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+
+def _draft_manifest(plan: Plan, model: Any, tokenizer: dict[str, Any], head: dict[str, Any] | None) -> Manifest:
     return Manifest(
         task=plan.task.name,
         architecture=plan.source.model_type,
@@ -189,6 +209,7 @@ def _draft_manifest(plan: Plan, model: Any, tokenizer: dict[str, Any]) -> Manife
         max_length=plan.max_length,
         labels=_labels(model) if plan.task.labels else None,
         pooling=_pooling(plan),
+        head=head,
         tokenizer=tokenizer,
     )
 

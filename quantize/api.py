@@ -148,9 +148,10 @@ def load(bundle: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: Q
     fp32 = graph.name_nodes(onnx.load(str(resolve_member(src, MODEL_FILE))))
     if graph.is_quantized(fp32):
         raise QuantizationError(f"{src}: the graph already holds int8 operators; quantize the fp32 bundle instead.")
-    if cfg.min_cosine is not None and get_task(manifest.task).metric != "cosine":
+    if cfg.min_cosine is not None and get_task(manifest.task).metric not in ("cosine", "sparse_agreement"):
         raise ConfigError(
-            f"--min-cosine applies to embedding bundles; {src} is {manifest.task}: use --max-accuracy-drop."
+            f"--min-cosine applies to embedding and sparse-embedding bundles; {src} is {manifest.task}: use "
+            "--max-accuracy-drop."
         )
     encoder = TextEncoder(load_tokenizer(resolve_member(src, TOKENIZER_FILE)), manifest)
     return Source(src, out, manifest, fp32, encoder, min(cfg.max_length, manifest.max_length))

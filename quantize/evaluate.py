@@ -18,6 +18,7 @@ from edgebert.runtime.pooling import normalize, pool, pooling_of
 from edgebert.runtime.tasks import get_task
 from edgebert.runtime.tokenize import TextEncoder, TextInput
 
+from . import retrieval
 from .data import TextSet, batches
 
 MIN_COSINE_SLACK = 0.015  # the worst text may sit this far below the required mean cosine
@@ -62,6 +63,7 @@ INPUTS: dict[str, Callable[[Sequence[TextInput], Manifest], list[TextInput]]] = 
     "text-or-pair": _as_given,
     "question-context": _question_context,
     "masked-text": _masked,
+    "query-document": retrieval.query_document,
 }
 
 
@@ -159,6 +161,8 @@ METRICS: dict[str, Metric] = {
     "token_agreement": Metric(_token_labels, _token_agreement),
     "span_agreement": Metric(_span, _span_agreement),
     "top1_agreement": Metric(_top1, _top1_agreement),
+    "rank_agreement": Metric(retrieval.relevance, retrieval.rank_agreement),
+    "sparse_agreement": Metric(retrieval.sparse_vector, retrieval.sparse_agreement),
 }
 
 
@@ -219,7 +223,7 @@ def drop_points(report: dict[str, Any]) -> float:
     """The accuracy drop in points that the guard compares with ``max_accuracy_drop``."""
     if "accuracy_drop_points" in report:
         return float(report["accuracy_drop_points"])
-    for key in ("label_agreement", "span_agreement", "top1_agreement"):
+    for key in ("ndcg_at_10", "label_agreement", "span_agreement", "top1_agreement"):
         if key in report:
             return (1.0 - float(report[key])) * 100
     return (1.0 - float(report["cosine_mean"])) * 100
@@ -238,9 +242,18 @@ def meets(report: dict[str, Any], max_drop: float | None, min_cosine: float | No
 
 def summary(report: dict[str, Any]) -> str:
     """One line for humans."""
-    if report.get("metric") == "cosine":
-        text = (f"cosine to fp32 on {report['texts']} texts: mean {report['cosine_mean']:.5f}, "
+    if report.get("metric") in ("cosine", "sparse_cosine"):
+        what = "sparse-vector cosine" if report["metric"] == "sparse_cosine" else "cosine"
+        text = (f"{what} to fp32 on {report['texts']} texts: mean {report['cosine_mean']:.5f}, "
                 f"p1 {report['cosine_p1']:.5f}, min {report['cosine_min']:.5f}")
+        if "top20_overlap" in report:
+            text += f"; top-20 terms overlap {report['top20_overlap']:.4f}"
+    elif report.get("metric") == "ndcg_at_10":
+        text = (f"ranking vs fp32 on {report['groups']} groups of {report['texts']} pairs: NDCG@10 "
+                f"{report['ndcg_at_10']:.4f}, Spearman {report['spearman_mean']:.4f}, top-1 agreement "
+                f"{report['top1_agreement']:.4f}")
+        if "mrr_fp32" in report:
+            text += f"; MRR of the true continuation fp32 {report['mrr_fp32']:.4f}, int8 {report['mrr_int8']:.4f}"
     elif "accuracy_fp32" in report:
         text = (f"accuracy on {report['texts']} labelled texts: fp32 {report['accuracy_fp32']:.4f}, int8 "
                 f"{report['accuracy_int8']:.4f} (drop {report['accuracy_drop_points']:.2f} points); label "

@@ -38,6 +38,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="each text is 'first<TAB>second' (a text pair; for question answering 'question<TAB>context')",
     )
     parser.add_argument("--question", "-q", help="question answering: ask this question of every text (the contexts)")
+    parser.add_argument("--query", help="rerank: rank the texts (the documents) for this query, best first")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input (JSON lines)")
     parser.add_argument("--top-k", type=int, default=None, help="how many labels/answers/tokens to return")
     parser.add_argument(
@@ -103,6 +104,25 @@ def _fill(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[A
     return list(pipe(items, top_k=args.top_k or 5)), None
 
 
+def _score(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    return [float(x) for x in pipe.predict(items)], None
+
+
+def _sparse(pipe: Any, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], list[bool] | None]:
+    rows = pipe(items, top_k=args.top_k)
+    return [{**r, "tokens": pipe.decode(r["indices"])} for r in rows], None
+
+
+def _show_sparse(result: dict[str, Any], shown: int = 8) -> str:
+    terms = ", ".join(f"{t} {v:.3f}" for t, v in zip(result["tokens"][:shown], result["values"][:shown], strict=False))
+    return f"{terms}{', ...' if len(result['tokens']) > shown else ''} ({len(result['tokens'])} terms)"
+
+
+def _sparse_json(result: dict[str, Any]) -> dict[str, Any]:
+    return {"indices": [int(i) for i in result["indices"]], "values": [float(v) for v in result["values"]],
+            "tokens": result["tokens"]}
+
+
 def _show_vector(vec: np.ndarray) -> str:
     head = ", ".join(f"{x:.4f}" for x in vec[:6])
     return f"[{head}, ...] ({vec.shape[0]} dims)"
@@ -153,6 +173,8 @@ RUNNERS: dict[str, Runner] = {
     "token-classification": Runner(_entities, _show_entities, _result_json, flags=("--aggregation",)),
     "question-answering": Runner(_answer, _show_answers, _result_json, flags=("--top-k",)),
     "fill-mask": Runner(_fill, _show_tokens, _result_json, flags=("--top-k",)),
+    "rerank": Runner(_score, lambda x: f"{x:.6f}", lambda x: {"score": x}, flags=("--top-k",)),
+    "sparse-embedding": Runner(_sparse, _show_sparse, _sparse_json, flags=("--top-k",)),
 }
 
 # task-specific flag -> whether it was given
@@ -179,8 +201,11 @@ def run_run(args: argparse.Namespace) -> int:
     if args.long_text:
         options["long_text"] = args.long_text
     pipe = load(args.bundle, **options)
-    results, truncated = runner.call(pipe, items, args)
     out = sys.stdout
+    if args.query is not None:
+        _print_ranking(pipe.rank(args.query, texts, top_k=args.top_k), texts, args.json, out)
+        return 0
+    results, truncated = runner.call(pipe, items, args)
     if args.similarity:
         _print_similarity(texts, np.stack(results), args.json, out)
     else:
@@ -215,6 +240,11 @@ def _check_flags(args: argparse.Namespace, task: Task, runner: Runner) -> None:
     if args.question is not None and task.input_kind != "question-context":
         users = [t.name for t in TASKS.values() if t.input_kind == "question-context"]
         raise ConfigError(f"--question is for {', '.join(users)} bundles; {args.bundle} is {task.name}.")
+    if args.query is not None and task.input_kind != "query-document":
+        users = [t.name for t in TASKS.values() if t.input_kind == "query-document"]
+        raise ConfigError(f"--query is for {', '.join(users)} bundles; {args.bundle} is {task.name}.")
+    if args.query is not None and args.pairs:
+        raise ConfigError("--query ranks the texts as documents; --pairs scores 'query<TAB>document' lines. Give one.")
     if args.pairs and not task.pairs:
         users = [t.name for t in TASKS.values() if t.pairs]
         raise ConfigError(f"--pairs is for {', '.join(users)} bundles; {args.bundle} is {task.name} (single texts).")
@@ -229,6 +259,11 @@ def _items(texts: list[str], args: argparse.Namespace, task: Task) -> list[Any]:
     if task.input_kind == "question-context":
         raise InputError(
             f"{task.name} needs --question Q (the texts are contexts) or --pairs (each text 'question<TAB>context')."
+        )
+    if task.input_kind == "query-document" and args.query is None:
+        raise InputError(
+            f"{task.name} needs --query Q (the texts are the documents to rank) or --pairs (each text "
+            "'query<TAB>document')."
         )
     return list(texts)
 
@@ -283,6 +318,15 @@ def _print_similarity(texts: list[str], vectors: np.ndarray, as_json: bool, out:
     out.write("     " + "".join(f"{f'[{j}]':>8}" for j in range(len(texts))) + "\n")
     for i, row in enumerate(sim):
         out.write(f"{f'[{i}]':<5}" + "".join(f"{x:8.4f}" for x in row) + "\n")
+
+
+def _print_ranking(ranking: list[dict[str, Any]], texts: list[str], as_json: bool, out: TextIO) -> None:
+    """Rerank --query: the documents best first, with their position in the input and their score."""
+    for rank, r in enumerate(ranking, 1):
+        if as_json:
+            _json_line(out, {"rank": rank, "index": r["corpus_id"], "score": r["score"], "text": texts[r["corpus_id"]]})
+        else:
+            out.write(f"{rank}\t[{r['corpus_id']}]\t{r['score']:.6f}\t{shorten(texts[r['corpus_id']])}\n")
 
 
 def _json_line(out: TextIO, obj: Any) -> None:

@@ -23,9 +23,9 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # The only graph inputs the runtime knows how to feed (see TextEncoder.feeds).
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_MAPPING_FIELDS = ("pooling", "quantization", "accuracy", "tokenizer", "optimization", "parity", "source", "versions",
-                   "autotune")
-_OPTIONAL_FIELDS = ("pooling", "quantization", "accuracy", "autotune")
+_MAPPING_FIELDS = ("pooling", "head", "quantization", "accuracy", "tokenizer", "optimization", "parity", "source",
+                   "versions", "autotune")
+_OPTIONAL_FIELDS = ("pooling", "head", "quantization", "accuracy", "autotune")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,6 +45,9 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     labels: tuple[str, ...] | None = None
     pooling: Mapping[str, Any] | None = None
+    # how the graph's output becomes the task's result, as the model was trained: a cross-encoder's
+    # activation ({"activation": "sigmoid"}), SPLADE's pooling ({"pooling": "max", "activation": "relu"})
+    head: Mapping[str, Any] | None = None
     tokenizer: Mapping[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     quantization: Mapping[str, Any] | None = None

@@ -15,7 +15,7 @@ from edgebert.errors import ConfigError
 LongTextPolicy = Literal["truncate", "chunk", "error"]
 LONG_TEXT_POLICIES: tuple[str, ...] = ("truncate", "chunk", "error")
 # How plain calibration/evaluation texts are turned into this task's input.
-InputKind = Literal["text", "text-or-pair", "question-context", "masked-text"]
+InputKind = Literal["text", "text-or-pair", "question-context", "masked-text", "query-document"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Task:
         summary: one line for help texts.
         pooled: the per-token states are pooled into one vector per text, as the manifest's ``pooling``
             record says (sentence-transformers models).
+        head_kind: the retrieval head the manifest's ``head`` record describes: "cross-encoder" (the score's
+            activation) or "splade" (the pooling traced into the graph); "" for none.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Task:
     optimum_task: str
     summary: str
     pooled: bool = False
+    head_kind: str = ""
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -97,6 +100,17 @@ TASKS: dict[str, Task] = {
         Task("fill-mask", "AutoModelForMaskedLM", (TaskOutput("logits", True),), "fill_mask:FillMaskPipeline",
              False, "masked-text", "truncate", "top1_agreement", False, ("ForMaskedLM", "ForPreTraining"),
              "fill-mask", "the most likely tokens for each mask token"),
+        # a cross-encoder: a sequence-classification model scored on (query, document) pairs; long documents
+        # are cut into windows and the best window's score is kept (never silently cut)
+        Task("rerank", "AutoModelForSequenceClassification", (TaskOutput("logits", False),), "rerank:RerankPipeline",
+             True, "query-document", "chunk", "rank_agreement", True, (), "text-classification",
+             "a relevance score per (query, document) pair; documents ranked for a query (cross-encoder)",
+             head_kind="cross-encoder"),
+        # SPLADE: the masked-LM logits pooled inside the graph (max over tokens of log(1 + relu)), so one
+        # vocabulary-sized row per text leaves the engine instead of tokens x vocabulary
+        Task("sparse-embedding", "AutoModelForMaskedLM", (TaskOutput("sparse_embedding", False),),
+             "sparse:SparseEmbeddingPipeline", False, "text", "truncate", "sparse_agreement", False, (), "fill-mask",
+             "a sparse vocabulary-weight vector per text (SPLADE): token ids and weights", head_kind="splade"),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)

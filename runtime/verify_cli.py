@@ -104,6 +104,8 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
         rows.append(("labels", shown))
     if m.pooling:
         rows.append(("pooling", f"{m.pooling.get('mode', 'mean')}, normalize={bool(m.pooling.get('normalize'))}"))
+    if m.head:
+        rows.append(("head", ", ".join(f"{k} {v}" for k, v in m.head.items() if k != "activation_fn")))
     tok = m.tokenizer
     if tok:
         rows.append(

@@ -121,6 +121,7 @@ CALLS: dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "question-answering": [((), {"question": q, "context": CONTEXT, "top_k": 3}) for q in QUESTIONS]
     + [(([(q, CONTEXT) for q in QUESTIONS],), {"handle_impossible_answer": True})],
     "fill-mask": [((MASKED,), {"top_k": 5}), ((MASKED[0],), {"targets": ["dog", "fox"]})],
+    "rerank": [((PAIRS,), {}), ((PAIRS[0],), {"activation": "none"})],
 }
 
 
@@ -143,6 +144,22 @@ def test_every_pipeline_matches_onnxruntime(task: str, engine: str, request, tin
     ]
     for args, kwargs in CALLS[task]:
         same(ours(*args, **kwargs), ref(*args, **kwargs), f"{task}{args!r:.60}{kwargs}")
+
+
+def test_sparse_vectors_match_onnxruntime(engine: str, tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    """SPLADE vectors (pooled inside the graph), compared dense: weights tied within the float tolerance may
+    swap places in the sorted view."""
+    ref, ours = both(tiny_bundle("bert", "sparse-embedding", initializer_range=SENSITIVE_INITIALIZER_RANGE), engine)
+    np.testing.assert_allclose(ours.dense(TEXTS), ref.dense(TEXTS), rtol=RTOL, atol=ATOL)
+
+
+def test_rerank_order_matches_onnxruntime(engine: str, tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    ref, ours = both(tiny_bundle("bert", "rerank", initializer_range=SENSITIVE_INITIALIZER_RANGE), engine)
+    docs = [b for _, b in PAIRS] + TEXTS
+    want = ref.rank(PAIRS[0][0], docs)
+    got = ours.rank(PAIRS[0][0], docs)
+    assert [r["corpus_id"] for r in got] == [r["corpus_id"] for r in want]
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=RTOL, atol=ATOL)
 
 
 def test_engine_outputs_match_onnxruntime_by_name(engine: str, qa_bundle) -> None:  # type: ignore[no-untyped-def]

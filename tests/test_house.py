@@ -17,7 +17,8 @@ import edgebert.errors as errors_module
 from edgebert.runtime.tasks import TASK_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("edgebert", "runtime", "export", "quantize", "benchmarks")  # folders mapped into the package
+# folders mapped into the package
+SHIPPED = ("edgebert", "runtime", "export", "quantize", "benchmarks", "serve", "batch")
 ALL_CODE = (*SHIPPED, "tests", "scripts")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -27,6 +28,8 @@ FORBIDDEN_IMPORTS = {
                 "optimum", "onnx", "openvino", "ray", "starlette", "fastapi", "uvicorn"),
     "export": ("edgebert.quantize", "edgebert.benchmarks"),
     "quantize": ("edgebert.export", "edgebert.benchmarks", "torch", "transformers"),
+    "serve": ("edgebert.export", "edgebert.quantize", "edgebert.benchmarks", "torch", "transformers"),
+    "batch": ("edgebert.export", "edgebert.quantize", "edgebert.benchmarks", "torch", "transformers", "starlette"),
 }
 # An engine module imports its own engine library (and only it): (file, package).
 ALLOWED_IMPORTS = {("runtime/engines/openvino.py", "openvino")}

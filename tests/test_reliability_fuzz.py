@@ -266,6 +266,8 @@ def _items_for(task: str) -> st.SearchStrategy[Any]:
         return st.one_of(early_mask, masked)  # a batch with one unmasked text is an InputError as a whole
     if task == "sequence-classification":
         return st.one_of(texts, pairs)
+    if task == "rerank":  # a cross-encoder scores (query, document) pairs only
+        return pairs
     return texts
 
 

@@ -233,7 +233,7 @@ def make_tiny_model(
     task: str,
     dest: str | Path,
     *,
-    num_labels: int = 3,
+    num_labels: int | None = None,
     seed: int = 0,
     tokenizer_vocab_size: int = DEFAULT_TOKENIZER_VOCAB,
     **config_overrides: Any,
@@ -256,6 +256,8 @@ def make_tiny_model(
     recipe = _recipe(model_type)
     if task == "question-answering":
         num_labels = 2  # start and end logits
+    elif num_labels is None:
+        num_labels = 1 if task == "rerank" else 3  # a cross-encoder: one relevance logit
     values: dict[str, Any] = {**TINY_CONFIG, **recipe.config, "num_labels": num_labels, **config_overrides}
     requested_vocab = values.pop("vocab_size", None)
     positions = int(values["max_position_embeddings"])

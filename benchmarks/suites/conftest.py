@@ -151,7 +151,8 @@ def check_results(results: dict[str, Any]) -> None:
             items = results["corpus"]["size"] if r["shape"] == "corpus" else r["batch"]
             assert r["items_per_s"] == pytest.approx(items / (p50 / 1000), abs=0.01), (key, name)
     texts = min(cfg["accuracy_texts"], results["corpus"]["size"])
-    field = "agreement" if get_task(results["model"]["task"]).metric == "label_agreement" else "cosine_min"
+    metric = get_task(results["model"]["task"]).metric
+    field = {"label_agreement": "agreement", "rank_agreement": "spearman"}.get(metric, "cosine_min")
     for name, v in results["variants"].items():
         acc = v["accuracy"]
         assert acc, name
