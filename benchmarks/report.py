@@ -62,6 +62,8 @@ def _cell(r: dict[str, Any] | None) -> str:
 def _accuracy_text(acc: dict[str, Any] | None) -> str:
     if not acc:
         return "-"
+    if not acc.get("reference"):
+        return "- (no fp32 variant in this run)"
     if "cosine_mean" in acc:
         return f"cos {acc['cosine_mean']:.4f} / min {acc['cosine_min']:.4f}"
     parts = []

@@ -8,6 +8,8 @@
 | openvino-fp32     | openvino    | the fp32 graph as OpenVINO IR                                        |
 | openvino-bf16     | openvino    | the same IR run with bf16 arithmetic (CPUs with bf16 only)           |
 | openvino-int8     | openvino    | NNCF post-training int8 for OpenVINO (transformer mode)              |
+| openvino-mixed    | openvino    | NNCF int8, symmetric activations, layer 0's FFN down-projection and  |
+|                   |             | everything else not int8 run in bf16                                  |
 
 ONNX Runtime's CPU provider has no bf16 arithmetic, so there is no onnxruntime-bf16.
 
@@ -23,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgebert.errors import ConfigError, DependencyError, QuantizationError
+from edgebert.runtime.artifacts import compute_precision
 from edgebert.runtime.engines import Engine, open_engine
 from edgebert.runtime.manifest import MODEL_FILE, Manifest
 
-from . import openvino_ptq
+from . import graph, openvino_ptq
 from .api import quantize_model
+from .config import QuantizationConfig
 
 ENGINE_NAMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8", "mixed")
@@ -50,7 +55,7 @@ class Candidate:
     def open(self, threads: int) -> Engine:
         if self.path is None:
             raise QuantizationError(f"candidate {self.name} was not built ({self.skipped}).")
-        hint = "bf16" if self.precision == "bf16" else "fp32"
+        hint = compute_precision(self.engine, self.precision)
         return open_engine(self.path, engine=self.engine, threads=threads, precision=hint)
 
 
@@ -122,6 +127,18 @@ def _ov_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
     cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name)
 
 
+def _ov_mixed(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
+    """edgebert's own OpenVINO recipe: NNCF int8 with symmetric activations (no zero points: the faster
+    int8 GEMM path), the first FFN down-projection(s) kept in floating point as in edgebert's ONNX Runtime
+    recipe (``QuantizationConfig.fp32_down_projections``), and everything not int8 computed in bf16.
+    Needs bf16: skipped with the reason otherwise."""
+    openvino_ptq.require_bf16()
+    fp32 = onnx.load(str(plan.bundle / MODEL_FILE), load_external_data=False)
+    keep = graph.down_projections(fp32)[: QuantizationConfig().fp32_down_projections]
+    cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name,
+                                       symmetric_activations=True, ignored_names=keep)
+
+
 _BUILDERS: dict[tuple[str, str], Callable[[Plan, Candidate, Sequence[Candidate]], None]] = {
     ("onnxruntime", "fp32"): _ort_fp32,
     ("onnxruntime", "int8"): _ort_int8,
@@ -129,4 +146,5 @@ _BUILDERS: dict[tuple[str, str], Callable[[Plan, Candidate, Sequence[Candidate]]
     ("openvino", "fp32"): _ov_fp32,
     ("openvino", "bf16"): _ov_bf16,
     ("openvino", "int8"): _ov_int8,
+    ("openvino", "mixed"): _ov_mixed,
 }

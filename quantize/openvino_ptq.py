@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgebert.errors import DependencyError, QuantizationError
+from edgebert.errors import ConfigError, DependencyError, QuantizationError
 
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
@@ -47,6 +47,13 @@ def import_nncf() -> ModuleType:
     return nncf
 
 
+def require_bf16() -> None:
+    """A ConfigError unless OpenVINO reports bf16 arithmetic on this CPU (before anything is built)."""
+    caps = _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in caps:
+        raise ConfigError(f"this CPU has no bf16 support (OpenVINO's CPU capabilities: {', '.join(caps)}).")
+
+
 def save_fp32_ir(onnx_path: Path, out_dir: Path) -> Path:
     """The fp32 ONNX graph converted to OpenVINO IR (fp32 weights; run in fp32 or bf16 by the engine)."""
     ov = _openvino()
@@ -55,22 +62,34 @@ def save_fp32_ir(onnx_path: Path, out_dir: Path) -> Path:
 
 
 def nncf_int8(onnx_path: Path, calibration: Sequence[Feeds], out_dir: Path, *,
-              smooth_quant_alpha: float | None = None, ignored_names: Sequence[str] = ()) -> Path:
+              smooth_quant_alpha: float | None = None, ignored_names: Sequence[str] = (),
+              symmetric_activations: bool = False) -> Path:
     """NNCF post-training int8 (transformer mode) of the fp32 graph, calibrated on ``calibration`` feeds.
 
     ``smooth_quant_alpha`` overrides NNCF's SmoothQuant strength for MatMuls (None: NNCF's default);
-    ``ignored_names`` are OpenVINO node names kept in floating point (mixed precision).
+    ``ignored_names`` are OpenVINO node names kept in floating point (mixed precision);
+    ``symmetric_activations`` quantizes activations without zero points (NNCF's PERFORMANCE preset;
+    default: its MIXED preset, asymmetric activations). On AVX512-VNNI (Zen 5, 2026-12-01) symmetric
+    activations made MiniLM 6-7% faster at 1x16 and 1x128 for a cosine to fp32 of 0.9972 / 0.9894 instead
+    of 0.9977 / 0.9926 (mean / min, 1,000 unseen movie-review sentences).
     """
     if not calibration:
         raise QuantizationError("OpenVINO int8 needs calibration texts; none were given.")
     ov, nncf = _openvino(), import_nncf()
     model = ov.Core().read_model(str(onnx_path))
     options: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": len(calibration)}
+    if symmetric_activations:
+        options["preset"] = nncf.QuantizationPreset.PERFORMANCE
     if smooth_quant_alpha is not None:
         options["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
             smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=smooth_quant_alpha))
     if ignored_names:
-        options["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_names), validate=False)
+        present = {op.get_friendly_name() for op in model.get_ops()}
+        missing = [n for n in ignored_names if n not in present]
+        if missing:
+            raise QuantizationError(f"NNCF cannot keep {', '.join(missing)} in floating point: the OpenVINO model has "
+                                    "no node of that name.")
+        options["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_names))
     dataset = nncf.Dataset([{k: np.asarray(v) for k, v in f.items()} for f in calibration])
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout

@@ -7,8 +7,8 @@ one it measured fastest first. ``model.onnx`` is always there, so a bundle runs 
 
 Which artifact a pipeline opens (:func:`choose_artifact`):
 
-- ``engine="auto"``: the first listed artifact whose engine is installed (so the optimizer's choice when
-  its engine is there, else the best one that runs here);
+- ``engine="auto"``: the first listed artifact whose engine is installed and, if it computes in bf16,
+  whose CPU has bf16 (so the optimizer's choice when it can run here, else the best one that can);
 - a named engine: the first artifact made for that engine, else ``model.onnx`` when it is fp32 (both
   engines read an fp32 ONNX graph; an int8 ``model.onnx`` uses ONNX Runtime's own int8 operators).
 """
@@ -22,6 +22,7 @@ from typing import Any
 from edgebert.errors import BundleError, ConfigError
 
 from .engines import ENGINES, installed_engines
+from .isa import cpu_has_bf16
 from .manifest import MODEL_FILE, Manifest, check_member_name
 
 PRECISIONS = ("fp32", "bf16", "int8", "mixed")
@@ -33,7 +34,9 @@ class Artifact:
     """One runnable graph: its file in the bundle, the engine it is made for, its precision.
 
     ``files`` are every member it needs (an OpenVINO IR is ``.xml`` + ``.bin``). ``precision`` "bf16"
-    means an fp32 graph that the engine runs with bf16 arithmetic.
+    means an fp32 graph that the engine runs with bf16 arithmetic; "mixed" on OpenVINO means an int8
+    graph whose other operators (attention, normalization, activations) run in bf16 (see
+    :func:`compute_precision`).
     """
 
     file: str
@@ -45,7 +48,7 @@ class Artifact:
     @property
     def engine_precision(self) -> str:
         """The precision hint the engine is opened with ("bf16" or "fp32"; int8 graphs carry their own)."""
-        return "bf16" if self.precision == "bf16" else "fp32"
+        return compute_precision(self.engine, self.precision)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": self.file, "engine": self.engine, "precision": self.precision,
@@ -53,6 +56,13 @@ class Artifact:
         if self.probes:
             data["probes"] = [dict(p) for p in self.probes]
         return data
+
+
+def compute_precision(engine: str, precision: str) -> str:
+    """The engine's precision hint for an artifact of ``precision``: "bf16" for bf16 and for OpenVINO's
+    mixed (int8 GEMMs, everything else in bf16), "fp32" otherwise (ONNX Runtime's mixed keeps MatMuls in
+    fp32; int8 operators carry their own precision)."""
+    return "bf16" if precision == "bf16" or (engine == "openvino" and precision == "mixed") else "fp32"
 
 
 def artifacts_of(manifest: Manifest) -> tuple[Artifact, ...]:
@@ -95,9 +105,10 @@ def installed_engine(name: str) -> bool:
 def choose_artifact(manifest: Manifest, engine: str) -> tuple[Artifact, str]:
     """The artifact to open for ``engine`` ("auto" or a name from ENGINES), and the engine to open it on."""
     found = artifacts_of(manifest)
-    if engine == AUTO:
+    if engine == AUTO:  # the first artifact this machine can run: its engine installed, bf16 where it needs it
+        bf16 = cpu_has_bf16() is not False
         for artifact in found:
-            if installed_engine(artifact.engine):
+            if installed_engine(artifact.engine) and (bf16 or artifact.engine_precision != "bf16"):
                 return artifact, artifact.engine
         return _onnx(found), "onnxruntime"
     if not isinstance(engine, str) or engine not in ENGINES:

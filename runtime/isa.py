@@ -67,6 +67,14 @@ def detect_isa(cpuinfo: str | None = None, machine: str | None = None) -> str:
     return "unknown"
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX-BF16, ARM BF16); None if unknown."""
+    flags = cpu_flags(cpuinfo)
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def needs_reduce_range(isa: str) -> bool:
     """True on x86 without VNNI, where u8 x s8 pair sums saturate 16 bits with full-range weights."""
     return isa not in SATURATION_FREE and isa != "unknown"

@@ -117,6 +117,7 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
     if m.autotune:
         rows.append(("autotune", f"chose {m.autotune.get('chosen')} of {len(m.autotune.get('candidates', []))} "
                                  f"candidates ({m.autotune.get('budget')}; `edgebert info --json` has the table)"))
+        rows += _chosen_rows(m.autotune)
     rows.append(("probes", str(len(m.probes))))
     if m.source.get("path") or m.source.get("name_or_path"):
         rows.append(("source", source_text(m.source)))
@@ -128,6 +129,18 @@ def summary(root: Path, m: Manifest) -> list[tuple[str, str]]:
         size = _size(path.stat().st_size) if path.is_file() else "MISSING"
         rows.append(("file", f"{name} {size} sha256 {str(m.files[name])[:12]}..."))
     return rows
+
+
+def _chosen_rows(autotune: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The chosen candidate's own latency and accuracy (the accuracy line above is model.onnx's)."""
+    row = next((r for r in autotune.get("candidates", []) if isinstance(r, Mapping)
+                and r.get("name") == autotune.get("chosen")), None)
+    if row is None:
+        return []
+    ms = ", ".join(f"{k} {v} ms" for k, v in (row.get("latency_ms") or {}).items())
+    acc = {k: v for k, v in (row.get("accuracy") or {}).items() if k not in ("metric", "texts")}
+    said = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items())
+    return [("chosen", f"{row.get('name')}: {ms or 'not timed'}; {said or 'not scored'}")]
 
 
 def _result_rows(m: Manifest) -> list[tuple[str, str]]:

@@ -42,3 +42,9 @@ def require_optimum() -> None:
     if is_transformers_v4():
         require("optimum.onnxruntime", "the optimum anchor rows of the benchmark")
     pytest.skip(why)
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO (required: skipped locally, failed in CI when missing) reports bf16 on this CPU."""
+    ov = require("openvino")
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -244,6 +244,15 @@ def test_tables_render_text_and_markdown() -> None:
     assert md.count("| variant |") >= 2 and "![p-latency](p-latency.png)" in md and "edgebert bench x" in md
 
 
+def test_accuracy_column_says_when_the_run_has_no_reference() -> None:
+    res = _results({("optimum-int8", "1x8"): 2.0, ("edgebert-int8", "1x8"): 1.5})
+    res["variants"]["optimum-int8"]["accuracy"] = {"reference": None, "texts": 10}  # no fp32 variant ran
+    res["variants"]["edgebert-int8"]["accuracy"] = {"reference": "edgebert-fp32", "texts": 10,
+                                                    "cosine_mean": 0.99712, "cosine_min": 0.9891}
+    text = report.render_text(res)
+    assert "- (no fp32 variant in this run)" in text and "cos 0.9971 / min 0.9891" in text
+
+
 def test_progress_writes_to_its_stream() -> None:
     class Sink:
         def __init__(self) -> None:

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _deps import require
+from _deps import openvino_has_bf16, require
 from _export_util import cli
 
 import edgebert
 from edgebert.errors import BundleError, ConfigError, OutputExistsError
-from edgebert.quantize.candidates import Candidate
+from edgebert.quantize import openvino_ptq
+from edgebert.quantize.candidates import Candidate, Plan, build_candidates
 from edgebert.quantize.optimize import OptimizeConfig, choose, optimize_model
 from edgebert.runtime import artifacts
 from edgebert.runtime.bundle import read_manifest
@@ -78,7 +79,7 @@ def test_bad_config_is_a_config_error(field: str, value: Any, needle: str) -> No
 
 # ------------------------------------------------------------------------------------------- end to end (ORT)
 def test_optimize_onnxruntime_writes_decision_table_and_runs(
-    tiny_bundle: Callable[..., Path], tmp_path: Path, texts_file: Path
+    tiny_bundle: Callable[..., Path], tmp_path: Path, texts_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src, out = tiny_bundle("bert", "embedding"), tmp_path / "best"
     m = optimize_model(src, out, engines=("onnxruntime",), precisions=("fp32", "int8"), calibration=texts_file,
@@ -101,6 +102,12 @@ def test_optimize_onnxruntime_writes_decision_table_and_runs(
     got, want = edgebert.load(out)(["a short text", "another one"]), edgebert.load(src)(["a short text", "another one"])
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert got.shape == want.shape and cos.min() > 0.9
+    chosen = next(r for r in table["candidates"] if r["name"] == table["chosen"])
+    code, info, _ = cli(["info", str(out)], capsys)  # the chosen candidate's own figures, not only model.onnx's
+    assert code == 0
+    line = next(ln for ln in info.splitlines() if ln.startswith("chosen"))
+    assert table["chosen"] in line and f"1x16 {chosen['latency_ms']['1x16']} ms" in line
+    assert f"cosine_min {chosen['accuracy']['cosine_min']:.4f}" in line
 
 
 def test_optimize_refuses_existing_output_and_wrong_budget(
@@ -175,6 +182,13 @@ def test_auto_picks_the_first_artifact_whose_engine_is_installed(
     assert (chosen.file, engine) == ("model.onnx", "onnxruntime")
     with pytest.raises(ConfigError, match="engine='tvm'; choose auto or one of"):
         artifacts.choose_artifact(m, "tvm")
+    monkeypatch.setattr(artifacts, "installed_engine", lambda name: True)
+    for precision in ("bf16", "mixed"):  # OpenVINO computes these in bf16: auto passes them over without bf16
+        needs_bf16 = dataclasses.replace(m, artifacts=({**m.artifacts[0], "precision": precision}, m.artifacts[1]))
+        monkeypatch.setattr(artifacts, "cpu_has_bf16", lambda: False)
+        assert artifacts.choose_artifact(needs_bf16, "auto")[0].file == "model.onnx"
+        monkeypatch.setattr(artifacts, "cpu_has_bf16", lambda: True)
+        assert artifacts.choose_artifact(needs_bf16, "auto")[0].file == "openvino_model.xml"
     ort_int8 = dataclasses.replace(manifest, files={}, precision="int8")  # what `edgebert quantize` writes
     assert artifacts.choose_artifact(ort_int8, "onnxruntime")[0].precision == "int8"
     with pytest.raises(ConfigError, match=r"int8 graph .* is built for ONNX Runtime"):
@@ -189,9 +203,13 @@ def test_optimize_with_openvino_candidates(tiny_bundle: Callable[..., Path], tmp
     src, out = tiny_bundle("bert", "embedding"), tmp_path / "ov"
     m = optimize_model(src, out, calibration=texts_file, min_cosine=0.5, **FAST)
     rows = {r["name"]: r for r in (m.autotune or {})["candidates"]}
-    assert {"openvino-fp32", "openvino-int8", "openvino-bf16", "onnxruntime-int8"} <= set(rows)
+    assert {"openvino-fp32", "openvino-int8", "openvino-bf16", "openvino-mixed", "onnxruntime-int8"} <= set(rows)
     assert rows["openvino-fp32"]["accuracy"]["cosine_min"] > 0.999  # same fp32 maths on another engine
     assert not rows["openvino-int8"].get("skipped"), rows["openvino-int8"]
+    if openvino_has_bf16():  # NNCF's int8 IR with its float operators in bf16: built, scored and timed
+        assert "latency_ms" in rows["openvino-mixed"] and rows["openvino-mixed"]["accuracy"]["cosine_min"] > 0.5
+    else:
+        assert "no bf16" in rows["openvino-mixed"]["skipped"]
     chosen = (m.autotune or {})["chosen"]
     assert m.artifacts[0]["engine"] == rows[chosen]["engine"]
     assert m.artifacts[-1]["file"] == "model.onnx"
@@ -222,3 +240,32 @@ def test_optimize_openvino_only_still_scores_against_onnxruntime_fp32(
     assert (m.autotune or {})["model_onnx"] == "onnxruntime-fp32" and m.precision == "fp32"
     assert [a["engine"] for a in m.artifacts] == ["openvino", "onnxruntime"]
     assert (out / "model.onnx").read_bytes() == (src / "model.onnx").read_bytes()
+
+
+def test_openvino_mixed_runs_int8_with_bf16_compute() -> None:
+    """The one rule for the engine's precision hint, shared by the optimizer's candidates and the loader."""
+    assert artifacts.compute_precision("openvino", "mixed") == "bf16"
+    assert artifacts.compute_precision("openvino", "bf16") == "bf16"
+    assert artifacts.compute_precision("onnxruntime", "mixed") == "fp32"  # fp32 MatMuls in an int8 graph
+    assert [artifacts.compute_precision(e, "int8") for e in ("openvino", "onnxruntime")] == ["fp32", "fp32"]
+    entry = {"file": "m.xml", "engine": "openvino", "precision": "mixed", "files": ["m.xml", "m.bin"]}
+    assert artifacts.parse_artifact(entry, "edgebert.json").engine_precision == "bf16"
+
+
+def test_openvino_mixed_is_skipped_with_the_reason_on_a_cpu_without_bf16(
+    tiny_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require("openvino")
+    if openvino_has_bf16():  # the real check passes here: fake a CPU without bf16
+        monkeypatch.setattr(openvino_ptq, "_openvino", lambda: _NoBf16OpenVino)
+    plan = Plan(tiny_bundle("bert", "embedding"), tmp_path, None, None, [{"input_ids": np.ones((1, 4), np.int64)}],
+                {"min_cosine": 0.9})
+    [cand] = build_candidates(plan, ("openvino",), ("mixed",), lambda _: None)
+    assert cand.path is None and cand.skipped is not None and "no bf16 support" in cand.skipped
+    assert not (tmp_path / "openvino-mixed").exists()  # refused before NNCF built anything
+
+
+class _NoBf16OpenVino:
+    class Core:
+        def get_property(self, device: str, name: str) -> list[str]:
+            return ["FP32", "INT8", "BIN", "EXPORT_IMPORT"]

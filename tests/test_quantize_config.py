@@ -11,7 +11,7 @@ import pytest
 
 from edgebert.errors import ConfigError, EdgebertWarning, IsaMismatchWarning
 from edgebert.quantize import QuantizationConfig
-from edgebert.runtime.isa import detect_isa, isa_mismatch, needs_reduce_range, warn_if_isa_mismatch
+from edgebert.runtime.isa import cpu_has_bf16, detect_isa, isa_mismatch, needs_reduce_range, warn_if_isa_mismatch
 
 # ---------------------------------------------------------------------------------------------- ISA
 CPU_X86 = "processor : 0\nflags\t\t: fpu sse2 avx avx2 {extra}\n"
@@ -31,6 +31,17 @@ CPU_X86 = "processor : 0\nflags\t\t: fpu sse2 avx avx2 {extra}\n"
 )
 def test_detect_isa(cpuinfo: str, machine: str, expected: str) -> None:
     assert detect_isa(cpuinfo, machine) == expected
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [
+    (CPU_X86.format(extra="avx512f avx512_vnni avx512_bf16"), True),
+    (CPU_X86.format(extra="amx_bf16 amx_tile"), True),
+    (CPU_X86.format(extra="avx512f avx512_vnni"), False),
+    ("Features\t: fp asimd asimddp bf16 i8mm\n", True),
+    ("", None),  # unknown: the caller decides
+])
+def test_cpu_has_bf16(cpuinfo: str, expected: bool | None) -> None:
+    assert cpu_has_bf16(cpuinfo) is expected
 
 
 def _expected_isa_here() -> str:

@@ -7,12 +7,15 @@ stream) with the compute precision set explicitly: left alone, OpenVINO picks bf
 that have it, and silently falls back to fp32 when asked for bf16 on a CPU that lacks it.
 
 Thread safety: a compiled model may be shared, an ``InferRequest`` may not. Each
-:meth:`OpenVinoEngine.run` creates its own request and drops it afterwards, so a pipeline may be shared
-between threads as with ONNX Runtime. Measured against reusing pooled requests (1 thread): a new
-request costs ~40 us on a tiny model at 1x16 and ~0.1 ms (~1%) on MiniLM-L6 at 1x16, but a pooled
-request keeps its last output buffers alive between calls (250 MB after one 32x64 batch of a masked
-LM with a 30k vocabulary); with a request per call memory returns to the baseline after the next call.
-Requests on one compiled model share its single stream, OpenVINO's unit of parallel execution.
+:meth:`OpenVinoEngine.run` takes an idle request from the engine's pool (or creates one when every
+pooled request is busy in another thread) and gives it back afterwards, so a pipeline may be shared
+between threads as with ONNX Runtime. A request owns its intermediate and output buffers: a new one per
+call pays their allocation and first touch every time, which cost 11% at 1x16 and 7% at 1x128 on
+MiniLM int8 (AVX512 Zen 5, 2026-12-01, interleaved with other models as in ``edgebert bench``). A pooled
+request keeps its buffers for the largest shape it ran, like ONNX Runtime's memory arena; a call whose
+outputs exceed :data:`KEEP_REQUEST_BYTES` (a masked LM's logits over a big batch: 250 MB for 32x64 with
+a 30k vocabulary) drops its request instead, so that memory returns after the call. Requests on one
+compiled model share its single stream, OpenVINO's unit of parallel execution.
 
 ENABLE_CPU_PINNING and ENABLE_HYPER_THREADING are left at OpenVINO's defaults: on a 2-vCPU AMD EPYC VM
 neither changed 1-thread latency beyond the noise (hyper-threads are not exposed there), nor did pinning
@@ -25,6 +28,7 @@ applies its own graph transformations when it compiles. It is accepted and ignor
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ except ImportError as e:  # the optional extra is not installed
     ) from e
 
 _PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # edgebert name -> INFERENCE_PRECISION_HINT
+KEEP_REQUEST_BYTES = 16 << 20  # a request whose outputs were larger is not pooled (see the module's docstring)
 _SINK = "/sink_port_0"  # the ONNX frontend names each Result "<graph output name>/sink_port_0"
 
 
@@ -97,6 +102,8 @@ class OpenVinoEngine:
             ) from e
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self._index = {n: i for i, n in enumerate(self.output_names)}
+        self._idle: list[Any] = []  # pooled InferRequests, each used by one call at a time
+        self._lock = threading.Lock()
 
     def output_width(self, name: str) -> int | None:
         return self._widths.get(name)
@@ -104,18 +111,25 @@ class OpenVinoEngine:
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs is not None else list(self.output_names)
         arrays = self._check(feeds, names)
-        request = self.compiled.create_infer_request()  # one per call: see the module's docstring
+        with self._lock:
+            request = self._idle.pop() if self._idle else None
+        if request is None:  # every pooled request is busy (or none was made yet)
+            request = self.compiled.create_infer_request()
         try:
             for i, name in enumerate(self.input_names):  # zero-copy: OpenVINO reads the numpy memory in place
                 request.set_input_tensor(i, ov.Tensor(arrays[name], shared_memory=True))
             request.infer()
             # the request's output buffers belong to OpenVINO: copy them out
-            return {n: np.array(request.get_output_tensor(self._index[n]).data, np.float32) for n in names}
+            out = {n: np.array(request.get_output_tensor(self._index[n]).data, np.float32) for n in names}
         except Exception as e:
             raise EngineError(
                 f"OpenVINO failed to run the model on inputs {_shapes(feeds)} ({type(e).__name__}: {first_line(e)}). "
                 "Check that the bundle matches its manifest (`edgebert verify BUNDLE`)."
             ) from e
+        if sum(request.get_output_tensor(i).byte_size for i in range(len(self.output_names))) <= KEEP_REQUEST_BYTES:
+            with self._lock:
+                self._idle.append(request)
+        return out
 
     def _check(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
         """The feeds as C-contiguous writable arrays (what OpenVINO can share), after refusing what ONNX
