@@ -9,7 +9,7 @@
 | openvino-bf16     | openvino    | the same IR run with bf16 arithmetic (CPUs with bf16 only)           |
 | openvino-int8     | openvino    | NNCF post-training int8 for OpenVINO (transformer mode)              |
 | openvino-mixed    | openvino    | NNCF int8, symmetric activations, layer 0's FFN down-projection and  |
-|                   |             | everything else not int8 run in bf16                                  |
+|                   |             | everything else not int8 run in bf16                                 |
 
 ONNX Runtime's CPU provider has no bf16 arithmetic, so there is no onnxruntime-bf16.
 
