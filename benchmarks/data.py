@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import IO, Any
 
 from edgebert.errors import DataError
 from edgebert.runtime.writer import sha256_file
+
+from .training import is_trained, save_model, seed_everything, train
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -228,30 +229,22 @@ def sentiment_model(cache: Path | None = None, config: TrainConfig | None = None
     cfg = config or TrainConfig()
     root = cache or cache_dir()
     out = root / "models" / f"minilm-sentiment-{cfg.key()}"
-    if (out / "edgebert-train.json").is_file():
+    if is_trained(out):
         return out
-    train = labelled(splits(root)["train"])[: cfg.train_texts]
-    if len(train) < cfg.train_texts:
-        raise DataError(f"only {len(train)} labelled training snippets; {cfg.train_texts} wanted.")
-    record = _fine_tune(train, out, cfg, quiet=quiet)
-    (out / "edgebert-train.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return out
+    train_set = labelled(splits(root)["train"])[: cfg.train_texts]
+    if len(train_set) < cfg.train_texts:
+        raise DataError(f"only {len(train_set)} labelled training snippets; {cfg.train_texts} wanted.")
+    return _fine_tune(train_set, out, cfg, quiet=quiet)
 
 
-def _fine_tune(train: list[tuple[str, str]], out: Path, cfg: TrainConfig, *, quiet: bool) -> dict[str, Any]:
-    import random
-    import shutil
+def _fine_tune(examples: list[tuple[str, str]], out: Path, cfg: TrainConfig, *, quiet: bool) -> Path:
     import warnings
 
-    import numpy as np
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     src = minilm_path()
-    torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    rng = seed_everything(cfg.seed, cfg.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(str(src), local_files_only=True)
@@ -259,37 +252,22 @@ def _fine_tune(train: list[tuple[str, str]], out: Path, cfg: TrainConfig, *, qui
             str(src), num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
             local_files_only=True, attn_implementation="eager",
         )
-    order = np.random.default_rng(cfg.seed).permutation(len(train))
-    steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: max(0.0, 1.0 - step / steps))
-    model.train()
-    start = time.perf_counter()
-    step = 0
-    for _ in range(cfg.epochs):
-        for b in range(0, len(train), cfg.batch_size):
-            batch = [train[i] for i in order[b : b + cfg.batch_size]]
-            enc = tok([t for _, t in batch], padding=True, truncation=True, max_length=cfg.max_length,
-                      return_tensors="pt")
-            labels = torch.tensor([LABELS.index(label) for label, _ in batch])
-            loss = model(**enc, labels=labels).loss
-            loss.backward()
-            optim.step()
-            sched.step()
-            optim.zero_grad()
-            step += 1
-            if not quiet and step % 20 == 0:
-                print(f"  step {step}/{steps} loss {loss.item():.3f}", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - start
-    model.eval()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return {"config": cfg.__dict__, "train_texts": len(train), "train_seconds": round(seconds, 1),
-            "source": str(src), "labels": list(LABELS)}
+
+    def step(batch: list[tuple[str, str]]) -> Any:
+        enc = tok([t for _, t in batch], padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+        return model(**enc, labels=torch.tensor([LABELS.index(label) for label, _ in batch])).loss
+
+    ordered = [examples[i] for i in rng.permutation(len(examples))]
+    seconds = train(model, ordered, step, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, quiet=quiet)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    record = {"config": cfg.__dict__, "train_texts": len(examples), "train_seconds": seconds, "source": str(src),
+              "labels": list(LABELS)}
+    return save_model(out, write, record)
 
 
 def prepare(cache: Path | None = None, *, quiet: bool = False) -> dict[str, Path]:

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .data import cache_dir, minilm_path, splits
+from .training import is_trained, save_model, seed_everything, train
 
 
 @dataclass(frozen=True)
@@ -62,41 +60,30 @@ def continuation_pairs(cache: Path | None = None, limit: int = 2_000) -> list[tu
     return out[:limit]
 
 
-def _setup(cfg: RetrievalTrainConfig) -> Any:
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    return np.random.default_rng(cfg.seed)
+def _start(name: str, cache: Path | None, cfg: RetrievalTrainConfig | None) -> tuple[RetrievalTrainConfig, Path]:
+    """The recipe (default if None) and the cache folder of the model ``name`` trained with it."""
+    cfg = cfg or RetrievalTrainConfig()
+    return cfg, (cache or cache_dir()) / "models" / f"minilm-{name}-{cfg.key()}"
 
 
-def _save(out: Path, write: Any, record: dict[str, Any]) -> Path:
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    (tmp / "edgebert-train.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+def _inputs(cache: Path | None, cfg: RetrievalTrainConfig) -> tuple[list[tuple[str, str]], Any, Any]:
+    """The training pairs, the seeded generator and MiniLM's tokenizer, after seeding everything."""
+    from transformers import AutoTokenizer
+
+    pairs = continuation_pairs(cache, cfg.queries)
+    rng = seed_everything(cfg.seed, cfg.threads)
+    return pairs, rng, AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
 
 
 def reranker(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None, *, quiet: bool = True) -> Path:
     """The MiniLM cross-encoder (a sentence-transformers CrossEncoder folder), trained once and cached."""
-    cfg = cfg or RetrievalTrainConfig()
-    out = (cache or cache_dir()) / "models" / f"minilm-reranker-{cfg.key()}"
-    if (out / "edgebert-train.json").is_file():
+    cfg, out = _start("reranker", cache, cfg)
+    if is_trained(out):
         return out
     import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
-    pairs = continuation_pairs(cache, cfg.queries)
-    rng = _setup(cfg)
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    pairs, rng, tok = _inputs(cache, cfg)
     model = BertForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=1, local_files_only=True,
                                                           attn_implementation="eager")
     examples = []
@@ -112,7 +99,8 @@ def reranker(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None,
                   max_length=cfg.max_length, return_tensors="pt")
         return loss_fn(model(**enc).logits.squeeze(-1), torch.tensor([y for _, _, y in batch]))
 
-    seconds = _train(model, [examples[i] for i in order], step, cfg, quiet)
+    seconds = train(model, [examples[i] for i in order], step, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, quiet=quiet)
 
     def write(tmp: Path) -> None:
         from sentence_transformers import CrossEncoder
@@ -123,21 +111,18 @@ def reranker(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None,
 
     record = {"config": asdict(cfg), "queries": len(pairs), "examples": len(examples), "train_seconds": seconds,
               "task": "continuation retrieval on the train split of the Rotten Tomatoes snippets"}
-    return _save(out, write, record)
+    return save_model(out, write, record)
 
 
 def splade(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None, *, quiet: bool = True) -> Path:
     """The MiniLM SPLADE model (a sentence-transformers SparseEncoder folder), trained once and cached."""
-    cfg = cfg or RetrievalTrainConfig()
-    out = (cache or cache_dir()) / "models" / f"minilm-splade-{cfg.key()}"
-    if (out / "edgebert-train.json").is_file():
+    cfg, out = _start("splade", cache, cfg)
+    if is_trained(out):
         return out
     import torch
-    from transformers import AutoTokenizer, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
-    pairs = continuation_pairs(cache, cfg.queries)
-    rng = _setup(cfg)
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    pairs, rng, tok = _inputs(cache, cfg)
     model = BertForMaskedLM.from_pretrained(str(minilm_path()), local_files_only=True, attn_implementation="eager")
 
     def encode(texts: list[str]) -> Any:
@@ -151,7 +136,8 @@ def splade(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None, *
         flops = (q.abs().mean(0) ** 2).sum() + (d.abs().mean(0) ** 2).sum()
         return torch.nn.functional.cross_entropy(scores, torch.arange(len(batch))) + cfg.flops_weight * flops
 
-    seconds = _train(model, [pairs[i] for i in rng.permutation(len(pairs))], step, cfg, quiet)
+    seconds = train(model, [pairs[i] for i in rng.permutation(len(pairs))], step, epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, quiet=quiet)
 
     def write(tmp: Path) -> None:
         from sentence_transformers import SparseEncoder
@@ -165,29 +151,7 @@ def splade(cache: Path | None = None, cfg: RetrievalTrainConfig | None = None, *
 
     record = {"config": asdict(cfg), "queries": len(pairs), "train_seconds": seconds,
               "task": "continuation retrieval on the train split of the Rotten Tomatoes snippets"}
-    return _save(out, write, record)
-
-
-def _train(model: Any, examples: list[Any], step: Any, cfg: RetrievalTrainConfig, quiet: bool) -> float:
-    import torch
-
-    steps = cfg.epochs * ((len(examples) + cfg.batch_size - 1) // cfg.batch_size)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda n: max(0.0, 1.0 - n / steps))
-    model.train()
-    start, done = time.perf_counter(), 0
-    for _ in range(cfg.epochs):
-        for b in range(0, len(examples), cfg.batch_size):
-            loss = step(examples[b : b + cfg.batch_size])
-            loss.backward()
-            optim.step()
-            sched.step()
-            optim.zero_grad()
-            done += 1
-            if not quiet and done % 20 == 0:
-                print(f"  step {done}/{steps} loss {loss.item():.3f}", file=sys.stderr, flush=True)
-    model.eval()
-    return round(time.perf_counter() - start, 1)
+    return save_model(out, write, record)
 
 
 def main(argv: list[str] | None = None) -> int:

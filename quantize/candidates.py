@@ -118,9 +118,8 @@ def _ov_fp32(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
 
 def _ov_bf16(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
     fp32 = next((c.path for c in built if c.name == "openvino-fp32" and c.path), None)
-    path = fp32 or openvino_ptq.save_fp32_ir(plan.bundle / MODEL_FILE, plan.work / "openvino-fp32")
-    Candidate(cand.name, cand.engine, cand.precision, path).open(1)  # ConfigError without bf16: the row says so
-    cand.path = path
+    _require_bf16()  # ConfigError without bf16: the row says so
+    cand.path = fp32 or openvino_ptq.save_fp32_ir(plan.bundle / MODEL_FILE, plan.work / "openvino-fp32")
 
 
 def _ov_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
@@ -132,11 +131,18 @@ def _ov_mixed(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
     int8 GEMM path), the first FFN down-projection(s) kept in floating point as in edgebert's ONNX Runtime
     recipe (``QuantizationConfig.fp32_down_projections``), and everything not int8 computed in bf16.
     Needs bf16: skipped with the reason otherwise."""
-    openvino_ptq.require_bf16()
+    _require_bf16()
     fp32 = onnx.load(str(plan.bundle / MODEL_FILE), load_external_data=False)
     keep = graph.down_projections(fp32)[: QuantizationConfig().fp32_down_projections]
     cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name,
                                        symmetric_activations=True, ignored_names=keep)
+
+
+def _require_bf16() -> None:
+    """The OpenVINO engine's own bf16 check (DependencyError when OpenVINO is not installed)."""
+    from edgebert.runtime.engines.openvino import require_bf16
+
+    require_bf16()
 
 
 _BUILDERS: dict[tuple[str, str], Callable[[Plan, Candidate, Sequence[Candidate]], None]] = {

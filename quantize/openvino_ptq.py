@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgebert.errors import ConfigError, DependencyError, QuantizationError
+from edgebert.errors import DependencyError, QuantizationError
 
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
@@ -45,13 +45,6 @@ def import_nncf() -> ModuleType:
         raise DependencyError('OpenVINO int8 needs NNCF: pip install "edgebert[optimize]".') from e
     nncf.set_log_level(logging.ERROR)
     return nncf
-
-
-def require_bf16() -> None:
-    """A ConfigError unless OpenVINO reports bf16 arithmetic on this CPU (before anything is built)."""
-    caps = _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    if "BF16" not in caps:
-        raise ConfigError(f"this CPU has no bf16 support (OpenVINO's CPU capabilities: {', '.join(caps)}).")
 
 
 def save_fp32_ir(onnx_path: Path, out_dir: Path) -> Path:

@@ -106,9 +106,9 @@ def choose_artifact(manifest: Manifest, engine: str) -> tuple[Artifact, str]:
     """The artifact to open for ``engine`` ("auto" or a name from ENGINES), and the engine to open it on."""
     found = artifacts_of(manifest)
     if engine == AUTO:  # the first artifact this machine can run: its engine installed, bf16 where it needs it
-        bf16 = cpu_has_bf16() is not False
         for artifact in found:
-            if installed_engine(artifact.engine) and (bf16 or artifact.engine_precision != "bf16"):
+            runs_here = artifact.engine_precision != "bf16" or cpu_has_bf16() is not False
+            if runs_here and installed_engine(artifact.engine):
                 return artifact, artifact.engine
         return _onnx(found), "onnxruntime"
     if not isinstance(engine, str) or engine not in ENGINES:

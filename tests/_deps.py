@@ -48,3 +48,13 @@ def openvino_has_bf16() -> bool:
     """Whether OpenVINO (required: skipped locally, failed in CI when missing) reports bf16 on this CPU."""
     ov = require("openvino")
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def fake_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make OpenVINO report no bf16 on this CPU (a no-op where it really has none)."""
+    ov = require("openvino")
+    if openvino_has_bf16():
+        real = ov.Core.get_property
+        fake = ["FP32", "INT8"]
+        monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: fake if a[-1] == "OPTIMIZATION_CAPABILITIES"
+                            else real(self, *a))  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _deps import openvino_has_bf16, require
+from _deps import fake_cpu_without_bf16, require
 from _runtime_util import (  # noqa: F401  (fixtures)
     EDGE_TEXTS,
     PAIRS,
@@ -313,12 +313,7 @@ def test_precision_is_checked_and_onnxruntime_runs_bf16_in_fp32(clf_bundle) -> N
 
 def test_bf16_on_a_cpu_without_bf16_is_a_config_error(clf_bundle, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """OpenVINO itself would silently run fp32; we refuse. On a bf16 CPU the capability list is faked."""
-    ov = require("openvino")
-    if openvino_has_bf16():
-        real = ov.Core.get_property
-        fake = ["FP32", "INT8"]
-        monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: fake if a[-1] == "OPTIMIZATION_CAPABILITIES"
-                            else real(self, *a))  # fmt: skip
+    fake_cpu_without_bf16(monkeypatch)
     with pytest.raises(ConfigError, match=r"precision='bf16'.*no bf16 support"):
         open_engine(clf_bundle[1] / "model.onnx", engine="openvino", threads=1, precision="bf16")
 

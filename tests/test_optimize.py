@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _deps import openvino_has_bf16, require
+from _deps import fake_cpu_without_bf16, openvino_has_bf16, require
 from _export_util import cli
 
 import edgebert
 from edgebert.errors import BundleError, ConfigError, OutputExistsError
-from edgebert.quantize import openvino_ptq
 from edgebert.quantize.candidates import Candidate, Plan, build_candidates
 from edgebert.quantize.optimize import OptimizeConfig, choose, optimize_model
 from edgebert.runtime import artifacts
@@ -252,20 +251,14 @@ def test_openvino_mixed_runs_int8_with_bf16_compute() -> None:
     assert artifacts.parse_artifact(entry, "edgebert.json").engine_precision == "bf16"
 
 
-def test_openvino_mixed_is_skipped_with_the_reason_on_a_cpu_without_bf16(
+def test_bf16_candidates_are_skipped_with_the_reason_on_a_cpu_without_bf16(
     tiny_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require("openvino")
-    if openvino_has_bf16():  # the real check passes here: fake a CPU without bf16
-        monkeypatch.setattr(openvino_ptq, "_openvino", lambda: _NoBf16OpenVino)
+    fake_cpu_without_bf16(monkeypatch)
     plan = Plan(tiny_bundle("bert", "embedding"), tmp_path, None, None, [{"input_ids": np.ones((1, 4), np.int64)}],
                 {"min_cosine": 0.9})
-    [cand] = build_candidates(plan, ("openvino",), ("mixed",), lambda _: None)
-    assert cand.path is None and cand.skipped is not None and "no bf16 support" in cand.skipped
+    cands = build_candidates(plan, ("openvino",), ("bf16", "mixed"), lambda _: None)
+    assert [c.name for c in cands] == ["openvino-bf16", "openvino-mixed"]
+    for cand in cands:
+        assert cand.path is None and cand.skipped is not None and "no bf16 support" in cand.skipped
     assert not (tmp_path / "openvino-mixed").exists()  # refused before NNCF built anything
-
-
-class _NoBf16OpenVino:
-    class Core:
-        def get_property(self, device: str, name: str) -> list[str]:
-            return ["FP32", "INT8", "BIN", "EXPORT_IMPORT"]

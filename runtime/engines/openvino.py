@@ -74,11 +74,8 @@ class OpenVinoEngine:
     ) -> None:
         self.precision = check_precision(precision)
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise ConfigError(
-                "precision='bf16': this CPU has no bf16 support (OpenVINO's CPU capabilities: "
-                f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); use precision='fp32'."
-            )
+        if precision == "bf16":
+            require_bf16(core)
         ov_model = _read(core, model, check)
         config = {
             "INFERENCE_NUM_THREADS": threads or available_cpus(),
@@ -155,6 +152,14 @@ class OpenVinoEngine:
             f"OpenVinoEngine(threads={self.threads}, precision={self.precision!r}, "
             f"inputs={list(self.input_names)}, outputs={list(self.output_names)})"
         )
+
+
+def require_bf16(core: Any = None) -> None:
+    """A ConfigError unless OpenVINO reports bf16 arithmetic on this CPU (it would silently run fp32)."""
+    caps = (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in caps:
+        raise ConfigError(f"precision='bf16': this CPU has no bf16 support (OpenVINO's CPU capabilities: "
+                          f"{', '.join(caps)}); use precision='fp32'.")
 
 
 def _shapes(feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
