@@ -52,6 +52,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=int, default=None, help="rounds added while under --budget (default 60)")
     p.add_argument("--budget", type=float, default=None, help="seconds per shape for extra rounds (default 8)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per variant before each shape (default 2)")
+    p.add_argument("--cache", choices=("warm", "cold"), default="warm",
+                   help="warm (default): time each call right after an untimed one of the same variant, as an app "
+                        "running one model sees it; cold: right after the other variants, caches holding their weights")
     p.add_argument("--corpus-size", type=int, default=None, help="sentences in the throughput corpus (default 1000)")
     p.add_argument("--cold-runs", type=int, default=None,
                    help="fresh processes per variant for cold start and peak RSS (default 3)")
@@ -114,7 +117,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         variants=variants, threads=threads, shapes=shapes, rounds=rounds,
         max_rounds=_given(args.max_rounds, rounds if quick else max(rounds, 60)),
         budget_s=_given(args.budget, 0.5 if quick else 8.0),
-        warmup=_given(args.warmup, 1 if quick else 2),
+        warmup=_given(args.warmup, 1 if quick else 2), cache=args.cache,
         corpus_size=_given(args.corpus_size, 100 if quick else 1000),
         accuracy_texts=50 if quick else 200,
         cold_runs=_given(args.cold_runs, 1 if quick else 3),

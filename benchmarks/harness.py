@@ -45,6 +45,7 @@ from .workloads import (
 
 SCHEMA = "edgebert-bench/1"
 REFERENCE = "pytorch-fp32"
+CACHE_MODES = ("warm", "cold")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class BenchConfig:
         max_rounds: more rounds are added while a shape has used less than ``budget_s``.
         budget_s: time budget per shape for the extra rounds.
         warmup: untimed calls per variant before each shape.
+        cache: "warm" (default) times each call right after an untimed call of the same variant: the
+            steady state of an app or service that runs one model; "cold" times it right after the other
+            variants ran, its weights evicted from the CPU caches (see :mod:`edgebert.runtime.timing`).
+            The corpus shape (seconds per call) is always timed without the extra call.
         corpus_size: sentences in the throughput corpus.
         accuracy_texts: corpus sentences used for the accuracy columns.
         cold_runs: fresh processes per variant for cold start and peak RSS (0 skips them).
@@ -73,6 +78,7 @@ class BenchConfig:
     max_rounds: int = 60
     budget_s: float = 8.0
     warmup: int = 2
+    cache: str = "warm"
     corpus_size: int = CORPUS_SIZE
     accuracy_texts: int = 200
     cold_runs: int = 3
@@ -84,6 +90,8 @@ class BenchConfig:
             raise BenchmarkError(f"threads={self.threads!r}: give one or more positive integers.")
         if self.rounds < 1 or self.max_rounds < self.rounds:
             raise BenchmarkError(f"rounds={self.rounds}, max_rounds={self.max_rounds}: need 1 <= rounds <= max_rounds.")
+        if self.cache not in CACHE_MODES:
+            raise BenchmarkError(f"cache={self.cache!r}: give one of {', '.join(CACHE_MODES)}.")
         if self.corpus_size < 1 or self.accuracy_texts < 0 or self.cold_runs < 0 or self.warmup < 0:
             raise BenchmarkError("corpus_size must be >= 1; accuracy_texts, cold_runs and warmup >= 0.")
 
@@ -270,7 +278,8 @@ def _time_shape(run: _Run, runners: dict[str, Runner], threads: int, shape: Shap
             rounds = max(2, cfg.rounds // 3) if slow else cfg.rounds
             times = interleave(
                 calls, rounds=rounds, max_rounds=rounds if slow else cfg.max_rounds, budget_s=cfg.budget_s,
-                warmup=1 if slow else cfg.warmup, activate={n: runners[n].activate for n in calls},
+                warmup=1 if slow else cfg.warmup, primes=int(cfg.cache == "warm" and not slow),
+                activate={n: runners[n].activate for n in calls},
                 tick=functools.partial(_tick, run.prog, label),
             )
             rows += [{"variant": name, "threads": threads, "shape": shape.label, "batch": shape.batch,

@@ -150,7 +150,8 @@ def render_markdown(results: Results, command: str | None = None, plots: Sequenc
         f"Measured one-thread GEMM peak: fp32 {peak.get('fp32_gflops')} GFLOP/s, int8 {peak.get('int8_gops')} GOP/s "
         f"({', '.join(f'{k} {v}' for k, v in (peak.get('measured') or {}).items())}).",
         f"Corpus: {results['corpus']['size']} sentences from {results['corpus']['source']}.",
-        "", "p50 per call (speed-up vs PyTorch fp32, same process, variants interleaved round-robin).", "",
+        "", f"p50 per call (speed-up vs PyTorch fp32, same process, variants interleaved round-robin; "
+        f"{_cache_words(results)}).", "",
     ]
     for t in _thread_counts(results):
         lines += [f"## {t} thread{'s' if t > 1 else ''}", "", format_markdown(*latency_table(results, t)), ""]
@@ -160,6 +161,12 @@ def render_markdown(results: Results, command: str | None = None, plots: Sequenc
     lines += [f"- skipped {k}: {v}" for k, v in results.get("skipped", {}).items()]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cache_words(results: Results) -> str:
+    if results.get("config", {}).get("cache", "cold") == "warm":  # runs before the option were cold
+        return "warm caches: each timed call follows an untimed one of the same variant"
+    return "cold caches: each timed call follows the other variants' calls"
 
 
 def detail_table(results: Results) -> tuple[list[str], list[list[str]]]:

@@ -3,7 +3,9 @@
 1. :func:`prepare`  read the fp32 bundle, the calibration and held-out texts (as ``quantize_model`` does)
 2. build           every candidate engine x precision (:mod:`edgebert.quantize.candidates`)
 3. :func:`judge`    accuracy of each against fp32 on the held-out texts, and latency on the profile's
-                   shapes, interleaved in one process at the thread count the bundle will run with
+                   shapes, interleaved in one process at the thread count the bundle will run with,
+                   each timed call right after an untimed one of the same candidate (its weights in
+                   the CPU caches, as in an app that runs this one model)
 4. :func:`choose`   the fastest candidate within the budget (and the fastest ONNX Runtime one, kept as
                    ``model.onnx`` so the bundle runs where OpenVINO is absent)
 5. :func:`write`    the bundle, its ``artifacts`` (the winner first) and the decision table (``autotune``)
@@ -151,7 +153,7 @@ def judge(prep: Prepared, candidates: Sequence[Candidate], cfg: OptimizeConfig,
     for label, feeds in prep.shapes:
         say(f"timing {len(engines)} candidates at {label} ({cfg.threads} thread(s))")
         calls = {name: _runner(e, feeds) for name, e in engines.items()}
-        for name, ms in median_ms(interleave(calls, rounds=cfg.rounds, warmup=2)).items():
+        for name, ms in median_ms(interleave(calls, rounds=cfg.rounds, warmup=2, primes=1)).items():
             times[name][label] = round(ms, 3)
     rows = []
     for cand in candidates:

@@ -75,6 +75,15 @@ def test_interleave_rotates_order_and_counts_rounds() -> None:
     assert "".join(log) == "AaBbCc" + "AaBbCc" + "BbCcAa" + "CcAaBb"
 
 
+def test_interleave_primes_each_timed_call_with_the_same_candidate() -> None:
+    """Warm caches: every timed call follows an untimed call of the same candidate, rotation kept."""
+    log: list[str] = []
+    times = interleave({n: (lambda n=n: log.append(n)) for n in "ab"}, rounds=2, warmup=0, primes=1,
+                       activate={n: (lambda n=n: log.append(n.upper())) for n in "ab"})
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+    assert "".join(log) == "AaaBbb" + "BbbAaa"
+
+
 def test_stats_are_numbers() -> None:
     s = stats([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s == {"p50_ms": 3.0, "p90_ms": pytest.approx(61.6), "mean_ms": 22.0, "min_ms": 1.0}
@@ -171,6 +180,8 @@ def test_config_rejects_nonsense() -> None:
         BenchConfig(rounds=5, max_rounds=2)
     with pytest.raises(BenchmarkError):
         BenchConfig(corpus_size=0)
+    with pytest.raises(BenchmarkError, match="warm, cold"):
+        BenchConfig(cache="hot")
 
 
 def test_bad_command_lines_are_errors_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -242,6 +253,9 @@ def test_tables_render_text_and_markdown() -> None:
     assert "edgebert-int8" in text and "(5.0x)" in text and "skipped optimum-fp32: why" in text
     md = report.render_markdown(res, "edgebert bench x", ["/tmp/p-latency.png"])
     assert md.count("| variant |") >= 2 and "![p-latency](p-latency.png)" in md and "edgebert bench x" in md
+    assert "cold caches" in md  # results without a cache setting were measured before --cache existed
+    res["config"] = {"cache": "warm"}
+    assert "warm caches" in report.render_markdown(res)
 
 
 def test_accuracy_column_says_when_the_run_has_no_reference() -> None:

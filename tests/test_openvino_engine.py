@@ -55,3 +55,30 @@ def test_bf16_runs_where_the_cpu_has_it(minilm_bundle: Path) -> None:
     assert not np.array_equal(a, b)  # bf16 arithmetic really ran
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.999, cosine  # bf16 keeps 8 bits of mantissa: ~0.9999 on real text (issue 10)
+
+
+def _key_transposes(model) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for n in model.get_ordered_ops() if n.get_type_name() == "Transpose"
+               and [int(v) for v in n.input_value(1).get_node().get_data().ravel()] == [0, 2, 3, 1])
+
+
+def test_key_transposes_are_split_with_identical_results(minilm_bundle: Path) -> None:
+    """Attention's K^T Transpose (0, 2, 3, 1) becomes (0, 2, 1, 3) + (0, 1, 3, 2) when the engine reads a graph:
+    none is left, and the outputs are bit-identical to OpenVINO compiling the graph as exported."""
+    ov = require("openvino")
+    from edgebert.runtime.engines.openvino import split_key_transposes
+
+    model = minilm_bundle / "model.onnx"
+    core = ov.Core()
+    original = core.read_model(str(model))
+    assert _key_transposes(original) == 6  # one per layer of all-MiniLM-L6-v2
+    split = split_key_transposes(core.read_model(str(model)))
+    assert _key_transposes(split) == 0
+    config = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+    emb = edgebert.load(minilm_bundle, engine="onnxruntime", threads=1)
+    feeds = emb.encoder.feeds(emb.encoder.encode(TEXTS))
+    want = core.compile_model(original, "CPU", config)(feeds)[0]
+    got = core.compile_model(split, "CPU", config)(feeds)[0]
+    np.testing.assert_array_equal(got, want)
+    engine = open_engine(model, engine="openvino", threads=1)  # the engine reads graphs through it
+    np.testing.assert_array_equal(engine.run(feeds)[engine.output_names[0]], want)

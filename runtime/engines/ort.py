@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from edgebert.errors import BundleError, EngineError
 from ..cpus import available_cpus
 from ..safety import check_model
 from . import check_precision, first_line
+from .short_calls import SINGLE, ShortCallRouter
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -23,10 +26,11 @@ _LEVELS = {
 }
 
 # ONNX Runtime session config entries every engine with more than one thread gets. Idle pool threads do
-# not spin: with spinning (ORT's default) a 1x16 call on 2 threads was 22% slower than on 1 thread on an
-# idle 2-core machine, and spinning threads steal the CPU from the app's other threads on a busy one;
-# without it, 2 threads were within 4% of 1 thread for single short texts and 1.4-1.6x faster for
-# batches (scripts/research/measure_threads.py; numbers in the README).
+# not spin. Spinning (ORT's default) was measured three times: on a 2-core AVX2 VM it made a 1x16 call on 2
+# threads 22% slower than on 1; on an idle 2-vCPU Zen 5 VM it made 2 threads 1.3-1.8x faster than no
+# spinning; with the other CPU busy it made 1x128 and 32x128 10-25% slower than no spinning, 1x64 1.9x
+# slower (scripts/research/measure_threads.py; tables in the README). No spinning never loses much; the
+# short calls it would slow down run on one thread (:mod:`.short_calls`).
 SESSION_CONFIG: dict[str, str] = {"session.intra_op.allow_spinning": "0"}
 
 
@@ -38,6 +42,10 @@ class OrtEngine:
     ``precision="bf16"`` is accepted and runs the graph in fp32 (``self.precision`` says "fp32"); an
     int8 graph runs its own int8 operators. ``session_config`` adds ONNX Runtime session config entries
     (``SessionOptions.add_session_config_entry``) to :data:`SESSION_CONFIG` (research and tuning).
+
+    With more than one thread, calls short enough to be slower on N threads than on one run on a
+    one-thread session of the same graph, made when first needed (:mod:`.short_calls`; ``short_calls=False``
+    turns this off). ``router`` holds those decisions (None with one thread).
     """
 
     name = "onnxruntime"
@@ -51,6 +59,7 @@ class OrtEngine:
         check: bool = True,
         precision: str = "fp32",
         session_config: Mapping[str, str] | None = None,
+        short_calls: bool = True,
     ) -> None:
         check_precision(precision)
         self.precision = "fp32"  # no bf16 arithmetic on ONNX Runtime's CPU provider
@@ -75,6 +84,10 @@ class OrtEngine:
                 f"{where}: ONNX Runtime cannot load this model ({type(e).__name__}: {first_line(e)}). "
                 "The file is corrupt or was produced for another runtime; re-export the bundle."
             ) from e
+        self.router = ShortCallRouter() if short_calls and self.threads > 1 else None
+        self._source, self._opts = (source, opts) if self.router is not None else (b"", opts)
+        self._single: ort.InferenceSession | None = None
+        self._single_lock = threading.Lock()
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self._widths = {o.name: o.shape[-1] if o.shape else None for o in self.session.get_outputs()}
@@ -85,8 +98,14 @@ class OrtEngine:
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs is not None else list(self.output_names)
+        tokens = int(np.size(next(iter(feeds.values())))) if feeds else 0
+        route = self.router.pick(tokens) if self.router is not None else ""
         try:
-            values = self.session.run(names, dict(feeds))
+            session = self._one_thread() if route == SINGLE else self.session
+            start = time.perf_counter()
+            values = session.run(names, dict(feeds))
+            if self.router is not None:
+                self.router.record(tokens, route, (time.perf_counter() - start) * 1e3)
         except Exception as e:
             shapes = {k: tuple(v.shape) for k, v in feeds.items()}
             raise EngineError(
@@ -94,6 +113,15 @@ class OrtEngine:
                 "Check that the bundle matches its manifest (`edgebert verify BUNDLE`)."
             ) from e
         return dict(zip(names, values, strict=True))
+
+    def _one_thread(self) -> ort.InferenceSession:
+        """The graph's one-thread session (made at the first call routed to it, same options otherwise)."""
+        with self._single_lock:
+            if self._single is None:
+                self._opts.intra_op_num_threads = 1
+                self._single = ort.InferenceSession(self._source, sess_options=self._opts,
+                                                    providers=["CPUExecutionProvider"])
+            return self._single
 
     def __repr__(self) -> str:
         return f"OrtEngine(threads={self.threads}, inputs={list(self.input_names)}, outputs={list(self.output_names)})"
