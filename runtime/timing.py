@@ -2,13 +2,14 @@
 
 Candidates are called once per round in a rotating order, so that a machine whose speed drifts (shared,
 throttled, noisy) slows all of them alike; ratios taken from one run hold where absolute times do not.
+Used by the exporter's fused-or-plain choice, the quantizer's latency record, ``edgebert optimize`` and
+``edgebert bench``.
 
 A timed call that follows other candidates finds its weights evicted from the CPU caches by theirs: every
 candidate then pays a reload from memory that an app calling one model over and over does not (on a
 2-vCPU Zen 5 VM with a 32 MB L3, MiniLM int8 on OpenVINO took 5.8 ms at 1x128 right after eleven other
 variants and 4.3 ms called alone, 2026-12-01). ``primes`` untimed calls of the same candidate right
 before each timed one measure that steady state and keep the rotation; ``primes=0`` measures the cold one.
-Used by the exporter's fused-or-plain choice, the quantizer's latency record and ``edgebert bench``.
 """
 
 from __future__ import annotations

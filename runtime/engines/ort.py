@@ -85,7 +85,8 @@ class OrtEngine:
                 "The file is corrupt or was produced for another runtime; re-export the bundle."
             ) from e
         self.router = ShortCallRouter() if short_calls and self.threads > 1 else None
-        self._source, self._opts = (source, opts) if self.router is not None else (b"", opts)
+        self._source = source if self.router is not None else None  # for the one-thread session
+        self._opts = opts
         self._single: ort.InferenceSession | None = None
         self._single_lock = threading.Lock()
         self.input_names = tuple(i.name for i in self.session.get_inputs())
@@ -118,6 +119,7 @@ class OrtEngine:
         """The graph's one-thread session (made at the first call routed to it, same options otherwise)."""
         with self._single_lock:
             if self._single is None:
+                assert self._source is not None  # only a router routes calls here; it is made with a source
                 self._opts.intra_op_num_threads = 1
                 self._single = ort.InferenceSession(self._source, sess_options=self._opts,
                                                     providers=["CPUExecutionProvider"])

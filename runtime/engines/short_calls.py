@@ -21,7 +21,6 @@ threads (tested). The choice is made once per class: a machine busy during the t
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,43 +31,47 @@ POOL = "pool"  # the engine's N-thread session
 SINGLE = "single"  # its one-thread session
 
 
-@dataclass
-class _Class:
-    times: dict[str, list[float]] = field(default_factory=lambda: {POOL: [], SINGLE: []})
-    choice: str | None = None
-
-
 class ShortCallRouter:
-    """Which session runs a call of ``tokens`` tokens; thread-safe. ``record`` feeds it the timings."""
+    """Which session runs a call of ``tokens`` tokens; thread-safe. ``record`` feeds it the timings.
+
+    Once a size class has decided, a call costs one dict lookup in :meth:`pick` and one in :meth:`record`,
+    without the lock (a dict read is atomic in CPython; entries are only ever added)."""
 
     def __init__(self) -> None:
-        self._classes: dict[int, _Class] = {}
+        self._chosen: dict[int, str] = {}  # size class -> route, once decided
+        self._trials: dict[int, dict[str, list[float]]] = {}  # size class -> route -> ms, while on trial
         self._lock = threading.Lock()
 
     def pick(self, tokens: int) -> str:
+        k = _size_class(tokens)
+        chosen = self._chosen.get(k)
+        if chosen is not None:
+            return chosen
         with self._lock:
-            c = self._classes.setdefault(_size_class(tokens), _Class())
-            if c.choice is not None:
-                return c.choice
-            return POOL if len(c.times[POOL]) < TRIALS else SINGLE
+            return self._chosen.get(k) or (POOL if len(self._trial(k)[POOL]) < TRIALS else SINGLE)
 
     def record(self, tokens: int, route: str, ms: float) -> None:
+        k = _size_class(tokens)
+        if k in self._chosen:
+            return
         with self._lock:
-            c = self._classes.setdefault(_size_class(tokens), _Class())
-            if c.choice is not None:
+            if k in self._chosen:
                 return
-            c.times[route].append(ms)
-            pool, single = (float(np.median(c.times[r])) if len(c.times[r]) >= TRIALS else None
-                            for r in (POOL, SINGLE))
-            if pool is not None and pool >= SHORT_MS:
-                c.choice = POOL
-            elif pool is not None and single is not None:
-                c.choice = SINGLE if single < pool else POOL
+            times = self._trial(k)
+            times[route].append(ms)
+            pool, single = (float(np.median(times[r])) if len(times[r]) >= TRIALS else None for r in (POOL, SINGLE))
+            if pool is not None and (pool >= SHORT_MS or single is not None):
+                self._chosen[k] = SINGLE if single is not None and single < pool else POOL
+                del self._trials[k]
 
     def decisions(self) -> dict[int, str | None]:
         """The largest token count of each size class seen -> its route (None while on trial)."""
         with self._lock:
-            return {(1 << k) - 1: c.choice for k, c in sorted(self._classes.items())}
+            seen: dict[int, str | None] = {**dict.fromkeys(self._trials), **self._chosen}
+            return {(1 << k) - 1: route for k, route in sorted(seen.items())}
+
+    def _trial(self, k: int) -> dict[str, list[float]]:
+        return self._trials.setdefault(k, {POOL: [], SINGLE: []})
 
 
 def _size_class(tokens: int) -> int:

@@ -47,13 +47,14 @@ def main() -> None:
     manifest = read_manifest(args.bundle)
     enc = TextEncoder(load_tokenizer(os.path.join(args.bundle, "tokenizer.json")), manifest)
     model = os.path.join(args.bundle, "model.onnx")
-    sessions = {
-        "1 thread": _session(model, 1, {}),
-        f"{n} threads, no spinning": _session(model, n, {"session.intra_op.allow_spinning": "0"}),
-        f"{n} threads, no spinning, short calls on 1 (default)": _session(model, n, {}, short=True),
-    }
     if args.spinning:  # spinning pools steal the CPU from the sessions interleaved with them: measure alone
         sessions = {f"{n} threads, spinning": _session(model, n, {"session.intra_op.allow_spinning": "1"})}
+    else:
+        sessions = {
+            "1 thread": _session(model, 1, {}),
+            f"{n} threads, no spinning": _session(model, n, {"session.intra_op.allow_spinning": "0"}),
+            f"{n} threads, no spinning, short calls on 1 (default)": _session(model, n, {}, short=True),
+        }
     text = " ".join(["edge models run fast on small devices while keeping quality high"] * 40)
     print(f"| machine | shape | {' | '.join(sessions)} |")
     print(f"|---|---|{'---|' * len(sessions)}")
