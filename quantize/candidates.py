@@ -8,8 +8,8 @@
 | openvino-fp32     | openvino    | the fp32 graph as OpenVINO IR                                        |
 | openvino-bf16     | openvino    | the same IR run with bf16 arithmetic (CPUs with bf16 only)           |
 | openvino-int8     | openvino    | NNCF post-training int8 for OpenVINO (transformer mode)              |
-| openvino-mixed    | openvino    | NNCF int8, symmetric activations, layer 0's FFN down-projection and  |
-|                   |             | everything else not int8 run in bf16                                 |
+| openvino-mixed    | openvino    | NNCF int8 with symmetric activations, everything not int8 run in     |
+|                   |             | bf16; layer 0's FFN down-projection also bf16 if the budget needs it |
 
 ONNX Runtime's CPU provider has no bf16 arithmetic, so there is no onnxruntime-bf16.
 
@@ -20,7 +20,7 @@ CPU, no variant meets the budget) so that the decision table shows every row.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class Candidate:
     path: Path | None = None
     skipped: str | None = None
     manifest: Manifest | None = None  # onnxruntime int8/mixed: the bundle the quantizer wrote
+    detail: dict[str, Any] = field(default_factory=dict)  # recipe choices, shown in the decision table
 
     def open(self, threads: int) -> Engine:
         if self.path is None:
@@ -69,6 +70,7 @@ class Plan:
     eval_data: Any
     calibration_feeds: Sequence[Feeds]
     budget: Mapping[str, float]  # {"min_cosine": ...} or {"max_accuracy_drop": ...}
+    accepts: Callable[[Candidate], bool] | None = None  # a built candidate within the budget? (None: unknown)
 
 
 def build_candidates(plan: Plan, engines: Sequence[str], precisions: Sequence[str],
@@ -127,15 +129,24 @@ def _ov_int8(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
 
 
 def _ov_mixed(plan: Plan, cand: Candidate, built: Sequence[Candidate]) -> None:
-    """edgebert's own OpenVINO recipe: NNCF int8 with symmetric activations (no zero points: the faster
-    int8 GEMM path), the first FFN down-projection(s) kept in floating point as in edgebert's ONNX Runtime
-    recipe (``QuantizationConfig.fp32_down_projections``), and everything not int8 computed in bf16.
-    Needs bf16: skipped with the reason otherwise."""
+    """edgebert's own OpenVINO recipe, budget-driven like onnxruntime-mixed: NNCF int8 with symmetric
+    activations (no zero points: the faster int8 GEMM path) and everything not int8 computed in bf16. When
+    that misses the budget (or no budget check is given), the first FFN down-projection(s) stay in bf16 too,
+    as in edgebert's ONNX Runtime recipe (``QuantizationConfig.fp32_down_projections``). Needs bf16: skipped
+    with the reason otherwise."""
     _require_bf16()
-    fp32 = onnx.load(str(plan.bundle / MODEL_FILE), load_external_data=False)
-    keep = graph.down_projections(fp32)[: QuantizationConfig().fp32_down_projections]
-    cand.path = openvino_ptq.nncf_int8(plan.bundle / MODEL_FILE, plan.calibration_feeds, plan.work / cand.name,
+    model = plan.bundle / MODEL_FILE
+    if plan.accepts is not None:
+        cand.path = openvino_ptq.nncf_int8(model, plan.calibration_feeds, plan.work / f"{cand.name}-all-int8",
+                                           symmetric_activations=True)
+        if plan.accepts(cand):
+            cand.detail = {"bf16_matmuls_for_accuracy": []}
+            return
+    keep = graph.down_projections(onnx.load(str(model), load_external_data=False))
+    keep = keep[: QuantizationConfig().fp32_down_projections]
+    cand.path = openvino_ptq.nncf_int8(model, plan.calibration_feeds, plan.work / cand.name,
                                        symmetric_activations=True, ignored_names=keep)
+    cand.detail = {"bf16_matmuls_for_accuracy": list(keep)}
 
 
 def _require_bf16() -> None:

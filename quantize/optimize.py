@@ -111,9 +111,11 @@ def optimize_model(
     prep = prepare(bundle, out_dir, cfg, calibration, eval_data, force)
     with tempfile.TemporaryDirectory(prefix="edgebert-optimize-") as work:
         feeds = _calibration_feeds(prep)
-        plan = Plan(prep.source.path, Path(work), calibration, eval_data, feeds, prep.budget)
+        evaluator = _evaluator(prep, cfg.threads)
+        plan = Plan(prep.source.path, Path(work), calibration, eval_data, feeds, prep.budget,
+                    accepts=lambda cand: _meets(prep, evaluator.score(cand.open(cfg.threads))))
         candidates = build_candidates(plan, cfg.engines, cfg.precisions, say)
-        rows = judge(prep, candidates, cfg, say)
+        rows = judge(prep, candidates, cfg, evaluator, say)
         winner, fallback = choose(rows, candidates)
         say(f"chose {winner.name}; model.onnx: {fallback.name}")
         return write(prep, rows, winner, fallback, cfg, force)
@@ -142,13 +144,21 @@ def prepare(bundle: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg
     return Prepared(source, chosen, budget, shapes)
 
 
-def judge(prep: Prepared, candidates: Sequence[Candidate], cfg: OptimizeConfig,
+def _evaluator(prep: Prepared, threads: int) -> Evaluator:
+    """The fp32 reference outputs (ONNX Runtime, the bundle's own graph) on the held-out texts."""
+    src = prep.source
+    reference = open_engine(src.path / MODEL_FILE, threads=threads)
+    return Evaluator(src.manifest, src.encoder, prep.texts.evalset, reference, src.max_length)
+
+
+def _meets(prep: Prepared, report: dict[str, Any]) -> bool:
+    return bool(meets(report, prep.budget.get("max_accuracy_drop"), prep.budget.get("min_cosine")))
+
+
+def judge(prep: Prepared, candidates: Sequence[Candidate], cfg: OptimizeConfig, evaluator: Evaluator,
           say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Stage 3: accuracy (every built candidate against ORT fp32) and interleaved latency per shape."""
     engines = {c.name: c.open(cfg.threads) for c in candidates if c.path is not None}
-    reference = engines.get("onnxruntime-fp32") or open_engine(prep.source.path / MODEL_FILE, threads=cfg.threads)
-    src = prep.source
-    evaluator = Evaluator(src.manifest, src.encoder, prep.texts.evalset, reference, src.max_length)
     times: dict[str, dict[str, float]] = {name: {} for name in engines}
     for label, feeds in prep.shapes:
         say(f"timing {len(engines)} candidates at {label} ({cfg.threads} thread(s))")
@@ -162,10 +172,10 @@ def judge(prep: Prepared, candidates: Sequence[Candidate], cfg: OptimizeConfig,
             rows.append({**row, "skipped": cand.skipped, "meets_budget": False})
             continue
         report = evaluator.score(engines[cand.name])
-        ok = meets(report, prep.budget.get("max_accuracy_drop"), prep.budget.get("min_cosine"))
+        ok = _meets(prep, report)
         score = math.exp(sum(math.log(v) for v in times[cand.name].values()) / len(times[cand.name]))
         rows.append({**row, "latency_ms": times[cand.name], "score_ms": round(score, 3),
-                     "accuracy": _headline(report), "meets_budget": bool(ok)})
+                     "accuracy": _headline(report), "meets_budget": ok, **cand.detail})
         say(f"{cand.name}: {times[cand.name]} ms, {_headline(report)}, {'meets' if ok else 'misses'} the budget")
     return rows
 

@@ -69,7 +69,10 @@ def decision_table(table: dict[str, Any]) -> str:
         if r.get("skipped"):
             lines.append([r["name"], *["-"] * len(shapes), "-", "skipped", _cut(str(r["skipped"]))])
             continue
-        mark = "<- chosen" if r["name"] == table.get("chosen") else ""
+        kept = len(r.get("bf16_matmuls_for_accuracy") or ())
+        notes = [f"{kept} MatMul(s) kept in bf16 for the budget" if kept else "",
+                 "<- chosen" if r["name"] == table.get("chosen") else ""]
+        mark = "; ".join(n for n in notes if n)
         lines.append([r["name"], *[f"{r['latency_ms'][s]:.2f}" for s in shapes], _accuracy(r["accuracy"]),
                       "meets" if r["meets_budget"] else "misses", mark])
     widths = [max(len(str(line[i])) for line in lines if i < len(line)) for i in range(len(head))]

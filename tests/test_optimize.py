@@ -207,6 +207,7 @@ def test_optimize_with_openvino_candidates(tiny_bundle: Callable[..., Path], tmp
     assert not rows["openvino-int8"].get("skipped"), rows["openvino-int8"]
     if openvino_has_bf16():  # NNCF's int8 IR with its float operators in bf16: built, scored and timed
         assert "latency_ms" in rows["openvino-mixed"] and rows["openvino-mixed"]["accuracy"]["cosine_min"] > 0.5
+        assert rows["openvino-mixed"]["bf16_matmuls_for_accuracy"] == []  # all-int8 met this loose budget
     else:
         assert "no bf16" in rows["openvino-mixed"]["skipped"]
     chosen = (m.autotune or {})["chosen"]
@@ -262,3 +263,46 @@ def test_bf16_candidates_are_skipped_with_the_reason_on_a_cpu_without_bf16(
     for cand in cands:
         assert cand.path is None and cand.skipped is not None and "no bf16 support" in cand.skipped
     assert not (tmp_path / "openvino-mixed").exists()  # refused before NNCF built anything
+
+
+def test_openvino_mixed_keeps_layer_zero_in_bf16_only_when_the_budget_needs_it(
+    tiny_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Budget-driven like onnxruntime-mixed: all-int8 first; the first FFN down-projection stays in bf16 only
+    when the all-int8 graph misses the budget (and when no budget check is given at all)."""
+    ov = require("openvino")
+    require("nncf")
+    if not openvino_has_bf16():
+        pytest.skip("openvino-mixed needs bf16 (checked by test_bf16_candidates_are_skipped_with_the_reason...)")
+    import onnx
+
+    bundle = tiny_bundle("bert", "embedding")
+    names = [i.name for i in onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph.input]
+    ids = np.random.default_rng(0).integers(5, 200, (4, 12))
+    feeds = [{n: (ids if n == "input_ids" else np.ones_like(ids) if n == "attention_mask" else np.zeros_like(ids))
+              for n in names}] * 4
+
+    def build(verdict: bool | None, work: Path) -> tuple[Candidate, list[int]]:
+        quantized: list[int] = []  # int8 nodes (FakeQuantize) of each graph the builder asked about
+
+        def accepts(cand: Candidate) -> bool:
+            assert cand.path is not None
+            quantized.append(_fake_quantizes(ov, cand.path))
+            return bool(verdict)
+
+        plan = Plan(bundle, work, None, None, feeds, {"min_cosine": 0.9}, None if verdict is None else accepts)
+        (cand,) = build_candidates(plan, ("openvino",), ("mixed",), lambda _: None)
+        return cand, quantized
+
+    took, asked = build(True, tmp_path / "meets")
+    assert took.detail == {"bf16_matmuls_for_accuracy": []} and len(asked) == 1
+    assert _fake_quantizes(ov, took.path) == asked[0]
+    kept, asked_again = build(False, tmp_path / "misses")
+    assert len(kept.detail["bf16_matmuls_for_accuracy"]) == 1 and asked_again == asked
+    assert _fake_quantizes(ov, kept.path) < asked[0]  # the kept projection is not quantized
+    unchecked, never = build(None, tmp_path / "unchecked")
+    assert unchecked.detail == kept.detail and never == []
+
+
+def _fake_quantizes(ov: Any, path: Path | None) -> int:
+    return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ops())
