@@ -59,7 +59,7 @@ def nncf_int8(onnx_path: Path, calibration: Sequence[Feeds], out_dir: Path, *,
               symmetric_activations: bool = False) -> Path:
     """NNCF post-training int8 (transformer mode) of the fp32 graph, calibrated on ``calibration`` feeds.
 
-    ``smooth_quant_alpha`` overrides NNCF's SmoothQuant strength for MatMuls (None: NNCF's default);
+    ``smooth_quant_alpha`` overrides NNCF's SmoothQuant strength for MatMuls (None: NNCF's default, -1: off);
     ``ignored_names`` are OpenVINO node names kept in floating point (mixed precision);
     ``symmetric_activations`` quantizes activations without zero points (NNCF's PERFORMANCE preset;
     default: its MIXED preset, asymmetric activations). On AVX512-VNNI (Zen 5, 2026-12-01) symmetric

@@ -70,7 +70,8 @@ def decision_table(table: dict[str, Any]) -> str:
             lines.append([r["name"], *["-"] * len(shapes), "-", "skipped", _cut(str(r["skipped"]))])
             continue
         kept = len(r.get("bf16_matmuls_for_accuracy") or ())
-        notes = [f"{kept} MatMul(s) kept in bf16 for the budget" if kept else "",
+        notes = [f"recipe {r['recipe']}" if r.get("recipe") else "",
+                 f"{kept} MatMul(s) kept in bf16 for the budget" if kept else "",
                  "<- chosen" if r["name"] == table.get("chosen") else ""]
         mark = "; ".join(n for n in notes if n)
         lines.append([r["name"], *[f"{r['latency_ms'][s]:.2f}" for s in shapes], _accuracy(r["accuracy"]),

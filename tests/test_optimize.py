@@ -207,7 +207,7 @@ def test_optimize_with_openvino_candidates(tiny_bundle: Callable[..., Path], tmp
     assert not rows["openvino-int8"].get("skipped"), rows["openvino-int8"]
     if openvino_has_bf16():  # NNCF's int8 IR with its float operators in bf16: built, scored and timed
         assert "latency_ms" in rows["openvino-mixed"] and rows["openvino-mixed"]["accuracy"]["cosine_min"] > 0.5
-        assert rows["openvino-mixed"]["bf16_matmuls_for_accuracy"] == []  # all-int8 met this loose budget
+        assert rows["openvino-mixed"]["recipe"] == "no-smoothquant"  # the fastest recipe met this loose budget
     else:
         assert "no bf16" in rows["openvino-mixed"]["skipped"]
     chosen = (m.autotune or {})["chosen"]
@@ -265,11 +265,12 @@ def test_bf16_candidates_are_skipped_with_the_reason_on_a_cpu_without_bf16(
     assert not (tmp_path / "openvino-mixed").exists()  # refused before NNCF built anything
 
 
-def test_openvino_mixed_keeps_layer_zero_in_bf16_only_when_the_budget_needs_it(
+def test_openvino_mixed_takes_the_fastest_recipe_that_meets_the_budget(
     tiny_bundle: Callable[..., Path], tmp_path: Path
 ) -> None:
-    """Budget-driven like onnxruntime-mixed: all-int8 first; the first FFN down-projection stays in bf16 only
-    when the all-int8 graph misses the budget (and when no budget check is given at all)."""
+    """Budget-driven like onnxruntime-mixed: without SmoothQuant first, then with it, then with the first FFN
+    down-projection left in bf16; the last (most accurate) recipe when nothing meets the budget or when no
+    budget check is given."""
     ov = require("openvino")
     require("nncf")
     if not openvino_has_bf16():
@@ -282,27 +283,33 @@ def test_openvino_mixed_keeps_layer_zero_in_bf16_only_when_the_budget_needs_it(
     feeds = [{n: (ids if n == "input_ids" else np.ones_like(ids) if n == "attention_mask" else np.zeros_like(ids))
               for n in names}] * 4
 
-    def build(verdict: bool | None, work: Path) -> tuple[Candidate, list[int]]:
-        quantized: list[int] = []  # int8 nodes (FakeQuantize) of each graph the builder asked about
+    def build(verdicts: list[bool] | None, work: Path) -> tuple[Candidate, list[dict[str, int]]]:
+        asked: list[dict[str, int]] = []  # the ops of each graph the builder asked about
 
         def accepts(cand: Candidate) -> bool:
-            assert cand.path is not None
-            quantized.append(_fake_quantizes(ov, cand.path))
-            return bool(verdict)
+            assert cand.path is not None and verdicts is not None
+            asked.append(_ops(ov, cand.path))
+            return verdicts[len(asked) - 1]
 
-        plan = Plan(bundle, work, None, None, feeds, {"min_cosine": 0.9}, None if verdict is None else accepts)
+        plan = Plan(bundle, work, None, None, feeds, {"min_cosine": 0.9}, None if verdicts is None else accepts)
         (cand,) = build_candidates(plan, ("openvino",), ("mixed",), lambda _: None)
-        return cand, quantized
+        return cand, asked
 
-    took, asked = build(True, tmp_path / "meets")
-    assert took.detail == {"bf16_matmuls_for_accuracy": []} and len(asked) == 1
-    assert _fake_quantizes(ov, took.path) == asked[0]
-    kept, asked_again = build(False, tmp_path / "misses")
-    assert len(kept.detail["bf16_matmuls_for_accuracy"]) == 1 and asked_again == asked
-    assert _fake_quantizes(ov, kept.path) < asked[0]  # the kept projection is not quantized
+    fastest, asked = build([True], tmp_path / "first")
+    assert fastest.detail == {"recipe": "no-smoothquant", "smooth_quant": False, "bf16_matmuls_for_accuracy": []}
+    assert len(asked) == 1 and asked[0]["smooth_quant_multiplies"] == 0
+    second, asked = build([False, True], tmp_path / "second")
+    assert second.detail == {"recipe": "all-int8", "smooth_quant": True, "bf16_matmuls_for_accuracy": []}
+    assert asked[1]["smooth_quant_multiplies"] > 0 and asked[1]["FakeQuantize"] == asked[0]["FakeQuantize"]
+    last, asked = build([False, False], tmp_path / "last")
+    assert last.detail["recipe"] == "layer0-bf16" and len(last.detail["bf16_matmuls_for_accuracy"]) == 1
+    assert len(asked) == 2 and _ops(ov, last.path)["FakeQuantize"] < asked[1]["FakeQuantize"]  # one GEMM less
     unchecked, never = build(None, tmp_path / "unchecked")
-    assert unchecked.detail == kept.detail and never == []
+    assert unchecked.detail == last.detail and never == []
 
 
-def _fake_quantizes(ov: Any, path: Path | None) -> int:
-    return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ops())
+def _ops(ov: Any, path: Path | None) -> dict[str, int]:
+    ops = ov.Core().read_model(str(path)).get_ops()
+    return {"FakeQuantize": sum(op.get_type_name() == "FakeQuantize" for op in ops),
+            "smooth_quant_multiplies": sum(op.get_type_name() == "Multiply" and "smooth_quant" in op.get_friendly_name()
+                                           for op in ops)}
