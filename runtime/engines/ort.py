@@ -99,14 +99,11 @@ class OrtEngine:
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs is not None else list(self.output_names)
-        tokens = int(np.size(next(iter(feeds.values())))) if feeds else 0
-        route = self.router.pick(tokens) if self.router is not None else ""
         try:
-            session = self._one_thread() if route == SINGLE else self.session
-            start = time.perf_counter()
-            values = session.run(names, dict(feeds))
-            if self.router is not None:
-                self.router.record(tokens, route, (time.perf_counter() - start) * 1e3)
+            if self.router is None:  # one thread, or routing turned off: the plain call
+                values = self.session.run(names, dict(feeds))
+            else:
+                values = self._routed(self.router, names, feeds)
         except Exception as e:
             shapes = {k: tuple(v.shape) for k, v in feeds.items()}
             raise EngineError(
@@ -114,6 +111,16 @@ class OrtEngine:
                 "Check that the bundle matches its manifest (`edgebert verify BUNDLE`)."
             ) from e
         return dict(zip(names, values, strict=True))
+
+    def _routed(self, router: ShortCallRouter, names: list[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The call on the session the router picks for its size, timed for the router while it decides."""
+        tokens = int(np.size(next(iter(feeds.values())))) if feeds else 0
+        route = router.pick(tokens)
+        session = self._one_thread() if route == SINGLE else self.session
+        start = time.perf_counter()
+        values = session.run(names, dict(feeds))
+        router.record(tokens, route, (time.perf_counter() - start) * 1e3)
+        return values
 
     def _one_thread(self) -> ort.InferenceSession:
         """The graph's one-thread session (made at the first call routed to it, same options otherwise)."""
