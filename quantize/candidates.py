@@ -35,7 +35,6 @@ from edgebert.runtime.manifest import MODEL_FILE, Manifest
 
 from . import graph, openvino_ptq
 from .api import quantize_model
-from .config import QuantizationConfig
 
 ENGINE_NAMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8", "mixed")
@@ -145,7 +144,7 @@ class MixedStep:
 MIXED_STEPS = (
     MixedStep("no-smoothquant", smooth_quant=False, bf16_down_projections=0),
     MixedStep("all-int8", smooth_quant=True, bf16_down_projections=0),
-    MixedStep("layer0-bf16", smooth_quant=True, bf16_down_projections=QuantizationConfig().fp32_down_projections),
+    MixedStep("layer0-bf16", smooth_quant=True, bf16_down_projections=1),
 )
 
 

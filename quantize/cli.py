@@ -37,9 +37,9 @@ def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
                    help="store the word-embedding table as int8 with per-row scales (default on)")
     p.add_argument("--quantize-attention", action="store_true",
                    help="also quantize the activation x activation attention MatMuls (less accurate)")
-    p.add_argument("--fp32-down-projections", type=int, default=1, metavar="K",
-                   help="keep the first K FFN down-projection MatMuls in fp32 (default 1: layer 0's has "
-                        "per-token outliers int8 cannot hold; 0 quantizes all)")
+    p.add_argument("--fp32-down-projections", type=int, default=None, metavar="K",
+                   help="keep the first K FFN down-projection MatMuls in fp32 (default 0, all int8; "
+                        "1 on the avx2 preset)")
     p.add_argument("--eval", metavar="FILE", help="held-out data: label<TAB>text lines, or one text per line")
     p.add_argument("--eval-size", type=int, default=1000, help="at most this many held-out texts (default 1000)")
     p.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
@@ -61,9 +61,10 @@ def config_from_args(args: argparse.Namespace) -> QuantizationConfig:
         smooth_alpha=args.smooth_alpha or None,
         smooth_cap=args.smooth_cap or None, exclude_nodes=tuple(args.exclude_nodes),
         exclude_op_types=tuple(args.exclude_op_types), quantize_attention=args.quantize_attention,
-        quantize_embeddings=args.quantize_embeddings, fp32_down_projections=args.fp32_down_projections,
-        eval_size=args.eval_size, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
+        quantize_embeddings=args.quantize_embeddings, eval_size=args.eval_size,
+        max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
         max_fp32_matmuls=args.max_fp32_matmuls, quiet=args.quiet,
+        **({} if args.fp32_down_projections is None else {"fp32_down_projections": args.fp32_down_projections}),
     )
 
 

@@ -15,7 +15,7 @@ import onnx
 
 from edgebert.errors import ConfigError, QuantizationError
 
-from . import graph
+from . import calibrate, graph
 from .config import QuantizationConfig
 from .smooth import smooth, tap_session
 
@@ -42,55 +42,14 @@ def excluded_nodes(model: onnx.ModelProto, cfg: QuantizationConfig) -> list[str]
     return out
 
 
-# ORT's histogram calibrators keep every calibrated activation of every batch in memory until the
-# end of a collect_data call (BERT-base, 256 texts x 128 tokens: > 24 GB). Above this estimate, the
-# batches are fed in strides; the histograms are merged across strides. The estimate counts only the inputs
-# of weight MatMuls; the calibrator's real peak is several times that (outputs, attention scores, copies).
-# Measured on MiniLM (`edgebert quantize`, packaged set, 16 batches, 2026-11-30): budget 2 GiB -> one pass,
-# 10.1 GB peak RSS, 57 s; 512 MiB -> stride 4, 4.4 GB, 47 s; 128 MiB -> stride 1, 1.7 GB, 44 s, with the
-# same accuracy (cosine mean 0.99575 / 0.99577 / 0.99580, min 0.9811 / 0.9819 / 0.9830).
-CALIBRATION_MEMORY_BYTES = 128 << 20
-
-
 class _Reader:
-    """CalibrationDataReader over prepared feeds; supports ORT's strided calibration (set_range)."""
+    """CalibrationDataReader over prepared feeds (ORT's quantizer still runs one calibration pass)."""
 
     def __init__(self, feeds: Sequence[Feeds]) -> None:
-        self._feeds = list(feeds)
-        self._start, self._end = 0, len(self._feeds)
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._feeds)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._start, self._end = start_index, min(end_index, len(self._feeds))
-        self._next = self._start
+        self._feeds = iter([dict(f) for f in feeds])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._end:
-            return None
-        self._next += 1
-        return dict(self._feeds[self._next - 1])
-
-    def rewind(self) -> None:  # pragma: no cover - not used by ORT's quantize_static
-        self._next = self._start
-
-
-def calibration_stride(model: onnx.ModelProto, calibration: Sequence[Feeds],
-                       budget: int | None = None) -> int | None:
-    """Batches per calibration stride so that the collected activations stay under ``budget`` bytes;
-    None when all batches fit at once (ORT's single pass, the exact same ranges)."""
-    budget = CALIBRATION_MEMORY_BYTES if budget is None else budget
-    inits = {i.name: i for i in model.graph.initializer}
-    features = {n.input[0]: int(inits[n.input[1]].dims[0]) for n in model.graph.node
-                if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits and inits[n.input[1]].dims}
-    per_token = 4 * sum(features.values())
-    tokens = [int(np.prod(f["input_ids"].shape)) for f in calibration]
-    if not tokens or per_token * sum(tokens) <= budget:
-        return None
-    fit = max(1, budget // max(1, per_token * max(tokens)))
-    return max(d for d in range(1, min(fit, len(tokens)) + 1) if len(tokens) % d == 0)
+        return next(self._feeds, None)
 
 
 def quantize_graph(
@@ -102,6 +61,10 @@ def quantize_graph(
     real_token_feeds: Sequence[Feeds] = (),
 ) -> tuple[onnx.ModelProto, dict[str, Any], onnx.ModelProto]:
     """Quantize ``fp32`` (named nodes) by ``method`` ("dynamic" or "static").
+
+    Static: activation ranges come from the real tokens of ``real_token_feeds`` (else ``calibration``),
+    see :mod:`.calibrate`; ONNX Runtime's own calibration pass runs on the first batch of ``calibration``
+    only and every range it would set is overridden.
 
     Returns the int8 model, the recipe record, and the fp32 graph it was quantized from (``fp32``
     itself, or its equalized copy), which :func:`with_fp32` needs to restore MatMuls.
@@ -168,22 +131,23 @@ def _static(
         record.update(smooth_alpha=cfg.smooth_alpha, smooth_cap=cfg.smooth_cap, smoothed_tensors=count)
     src = work / "fp32.onnx"
     onnx.save(_typed_matmul_io(model), src)
-    calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}
-    stride = calibration_stride(model, calibration)
-    extra: dict[str, Any] = {"CalibStridedMinMax": stride} if stride else {}
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
-        quantize_static(
-            src, work / "int8.onnx", _Reader(calibration),
+    ranges = calibrate.real_token_ranges(model, calibrate.quantized_inputs(model, exclude),
+                                         real_token_feeds or calibration, method=cfg.calibrator,
+                                         percentile=cfg.percentile)
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrator prints progress
+        quantize_static(  # every range comes from TensorQuantOverrides; ORT's own min-max pass is one batch
+            src, work / "int8.onnx", _Reader(calibration[:1]),
             quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
             per_channel=cfg.per_channel, reduce_range=cfg.resolved_reduce_range(), activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
-            calibrate_method=calibrators[cfg.calibrator],
-            extra_options={"CalibMovingAverage": False, "CalibPercentile": cfg.percentile,
-                           "OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
-                           "DefaultTensorType": onnx.TensorProto.FLOAT, **extra},
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"], "MatMulConstBOnly": True,
+                           "DefaultTensorType": onnx.TensorProto.FLOAT,
+                           "TensorQuantOverrides": calibrate.overrides(ranges)},
         )
-    record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration), calibration_stride=stride)
+    calibrate.check_covered(onnx.load(work / "int8.onnx", load_external_data=False), ranges)
+    record.update(calibrator=cfg.calibrator, calibration_batches=len(real_token_feeds or calibration),
+                  calibration_positions="real tokens (padding excluded)")
     if cfg.calibrator == "percentile":
         record["percentile"] = cfg.percentile
     return model
@@ -234,7 +198,7 @@ def _typed_matmul_io(model: onnx.ModelProto) -> onnx.ModelProto:
     """Declare float type info for MatMul inputs/outputs that shape inference could not type.
 
     ONNX shape inference stops at contrib ops (fused Attention, SkipLayerNormalization), and ORT's
-    histogram calibrators skip tensors without a declared float type.
+    calibrators skip tensors without a declared float type.
     """
     from onnx import helper
 

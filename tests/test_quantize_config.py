@@ -3,6 +3,7 @@ and validation (no model needed)."""
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,6 +88,11 @@ def test_config_presets_and_validation() -> None:
     assert QuantizationConfig.avx2().resolved_reduce_range() is True
     assert QuantizationConfig.avx512_vnni().resolved_reduce_range() is False
     assert QuantizationConfig.arm64().isa == "arm64_dotprod"
+    # all int8 by default (real-token calibration); the 7-bit AVX2 preset keeps layer 0's down-projection fp32
+    presets = (QuantizationConfig.avx512_vnni, QuantizationConfig.avx_vnni, QuantizationConfig.arm64,
+               QuantizationConfig.avx2)
+    assert [preset().fp32_down_projections for preset in presets] == [0, 0, 0, 1]
+    assert QuantizationConfig.avx2(fp32_down_projections=0).fp32_down_projections == 0
     with pytest.raises(ConfigError, match="method='fp16'; choose one of auto, dynamic, static"):
         QuantizationConfig(method="fp16")
     with pytest.raises(ConfigError, match="calibrator"):
@@ -101,3 +107,15 @@ def test_config_presets_and_validation() -> None:
         QuantizationConfig(eval_size=True)
     with pytest.raises(AttributeError):
         QuantizationConfig().method = "static"  # type: ignore[misc]
+
+
+def test_cli_down_projections_flag_overrides_the_preset_only_when_given() -> None:
+    from edgebert.quantize.cli import add_quantize_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_quantize_arguments(parser)
+    args = ["bundle", "out", "--preset"]
+    assert config_from_args(parser.parse_args([*args, "avx2"])).fp32_down_projections == 1
+    assert config_from_args(parser.parse_args([*args, "avx512_vnni"])).fp32_down_projections == 0
+    given = parser.parse_args([*args, "avx2", "--fp32-down-projections", "0"])
+    assert config_from_args(given).fp32_down_projections == 0
