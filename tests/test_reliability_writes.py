@@ -116,7 +116,7 @@ def test_write_bundle_killed_at_random_moments(previous: Path, tmp_path: Path) -
     generations = set()
     for _ in range(12):
         proc = subprocess.Popen([sys.executable, str(script), str(previous), str(previous)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_child_env(tmp_path))
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"first"
         time.sleep(rng.uniform(0.0, 0.4))
@@ -149,11 +149,19 @@ print("done", flush=True)
 """
 
 
+def _child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a writer process that will be SIGKILLed: its temporary directories (export's
+    scratch graphs, which a killed process cannot remove) go under the test's ``tmp_path``, not /tmp."""
+    scratch = tmp_path / "child-tmp"
+    scratch.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(scratch)}
+
+
 def _export_proc(tmp_path: Path, model: Path, dest: Path, mode: str) -> subprocess.Popen[bytes]:
     script = tmp_path / "export_writer.py"
     script.write_text((SLOW_DISK if mode == "slow" else "") + EXPORT_WRITER)
     return subprocess.Popen([sys.executable, str(script), str(model), str(dest)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_child_env(tmp_path))
 
 
 def test_export_killed_midway_keeps_the_previous_bundle(
@@ -204,7 +212,7 @@ def test_quantize_killed_midway_keeps_the_previous_bundle(
     script.write_text(QUANTIZE_WRITER)
     source = tiny_bundle("bert", "embedding")
     proc = subprocess.Popen([sys.executable, str(script), str(source), str(previous)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_child_env(tmp_path))
     staging = wait_for(lambda: [p for p in leftovers(previous) if (p / "tokenizer.json").exists()], 300, proc)
     kill(proc)
     assert fingerprint(previous) == before, "the previous bundle changed"
