@@ -41,23 +41,30 @@ _HISTOGRAM: dict[str, dict[str, Any]] = {
 
 
 def quantized_inputs(model: onnx.ModelProto, exclude: Iterable[str]) -> list[str]:
-    """The activations ONNX Runtime's static quantizer quantizes here: the first input of every MatMul
-    with a constant weight (``MatMulConstBOnly``) that is not in ``exclude``."""
+    """The activations ONNX Runtime's static quantizer quantizes here: the inputs of every MatMul not in
+    ``exclude`` that are not weights (one for a weight MatMul; both for an attention product, which only
+    ``quantize_attention`` leaves out of ``exclude``)."""
     inits = {i.name for i in model.graph.initializer}
     skip = set(exclude)
-    names = [n.input[0] for n in model.graph.node
-             if n.op_type == "MatMul" and n.name not in skip and len(n.input) > 1 and n.input[1] in inits]
+    names = [i for n in model.graph.node if n.op_type == "MatMul" and n.name not in skip
+             for i in n.input[:2] if i and i not in inits]
     return list(dict.fromkeys(names))
 
 
 def real_rows(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The values of ``value`` at real-token positions: rows of a [batch, sequence, ...] or
-    [batch * sequence, ...] tensor where ``mask`` is 1; any other tensor (e.g. a pooled [batch, hidden]
-    head input) is real everywhere and kept whole."""
+    """The values of ``value`` at real-token positions, for the layouts of a BERT graph: [batch, sequence,
+    ...], [batch * sequence, ...], and the attention layouts [batch, heads, sequence, x] and [batch, heads,
+    x, sequence] (rows of real queries / columns of real keys). Any other tensor (e.g. a pooled [batch,
+    hidden] head input) is real everywhere and kept whole."""
+    batch, seq = mask.shape
     if value.ndim >= 3 and value.shape[:2] == mask.shape:
         return value[mask]
-    if value.ndim == 2 and mask.shape[1] > 1 and value.shape[0] == mask.size:
+    if value.ndim == 2 and seq > 1 and value.shape[0] == mask.size:
         return value[mask.reshape(-1)]
+    if value.ndim == 4 and value.shape[0] == batch:
+        for axis in (2, 3):
+            if value.shape[axis] == seq:
+                return np.moveaxis(value, axis, 1)[mask]
     return value
 
 

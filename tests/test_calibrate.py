@@ -99,11 +99,24 @@ class _OneShot:
         return feeds
 
 
-def test_static_int8_scales_come_from_real_tokens(tiny_bundle: Callable[..., Path]) -> None:
-    src = tiny_bundle("bert", "embedding")
+@pytest.fixture(scope="module")
+def plain_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT exported without ONNX Runtime's fusions: attention stays MatMul / Softmax / MatMul."""
+    from edgebert.export import export_model
+
+    out = tmp_path_factory.mktemp("plain") / "bert"
+    export_model(tiny_model("bert", "embedding"), out, task="embedding", optimize="none", quiet=True)
+    return out
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_static_int8_scales_come_from_real_tokens(plain_bundle: Path, attention: bool) -> None:
+    """Every quantized activation, including the attention products' inputs with ``quantize_attention``."""
+    src = plain_bundle
     fp32 = onnx.load(str(src / "model.onnx"))
     enc = _encoder(src)
-    cfg = QuantizationConfig.auto(quiet=True, calibrator="minmax", smooth_alpha=None, fuse_bias=False)
+    cfg = QuantizationConfig.auto(quiet=True, calibrator="minmax", smooth_alpha=None, fuse_bias=False,
+                                  quantize_attention=attention)
     exclude = recipe.excluded_nodes(fp32, cfg)
     padded = [_padded(enc)]
     int8, record, _ = recipe.quantize_graph(fp32, cfg, "static", exclude, padded, padded)
@@ -120,6 +133,7 @@ def test_static_int8_scales_come_from_real_tokens(tiny_bundle: Callable[..., Pat
             assert zero == round(-lo / scale), node.input[0]
             checked += 1
     assert checked == len(tensors)
+    assert any(t.endswith("Softmax_output_0") for t in tensors) is attention
 
 
 def test_rows_of_real_tokens() -> None:
@@ -127,6 +141,10 @@ def test_rows_of_real_tokens() -> None:
     v3 = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
     np.testing.assert_array_equal(calibrate.real_rows(v3, mask), v3[[0, 0, 1], [0, 1, 0]])
     np.testing.assert_array_equal(calibrate.real_rows(v3.reshape(6, 2), mask), v3.reshape(6, 2)[[0, 1, 3]])
+    scores = np.arange(2 * 4 * 3 * 3, dtype=np.float32).reshape(2, 4, 3, 3)  # [batch, heads, query, key]
+    np.testing.assert_array_equal(calibrate.real_rows(scores, mask), np.moveaxis(scores, 2, 1)[mask])
+    keys_t = np.arange(2 * 4 * 5 * 3, dtype=np.float32).reshape(2, 4, 5, 3)  # [batch, heads, head size, key]
+    np.testing.assert_array_equal(calibrate.real_rows(keys_t, mask), np.moveaxis(keys_t, 3, 1)[mask])
     pooled = np.ones((2, 5), dtype=np.float32)  # one row per text: every row is real
     assert calibrate.real_rows(pooled, mask).shape == (2, 5)
     with pytest.raises(ConfigError, match="calibrator='mse'"):
