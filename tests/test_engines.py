@@ -71,10 +71,14 @@ def _tie_order(got: Any, want: Any) -> Any:
 
 
 def same(got: Any, want: Any, where: str = "result") -> None:
-    """``got`` has ``want``'s structure, equal labels/tokens/offsets and floats within RTOL/ATOL."""
+    """``got`` has ``want``'s structure, equal labels/tokens/offsets and floats within RTOL/ATOL (arrays: ATOL
+    times their largest magnitude, at least 1)."""
     if isinstance(want, np.ndarray):
         assert isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape, where
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=where)
+        # float-op order differences grow with the outputs' magnitude: a near-zero entry of an array of
+        # logits ~3 differed by 1.15e-5 between OpenVINO and ONNX Runtime fp32 (CI, 2026-12-01)
+        scale = max(1.0, float(np.abs(want).max())) if want.size and want.dtype.kind == "f" else 1.0
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * scale, err_msg=where)
     elif isinstance(want, dict):
         assert isinstance(got, dict) and list(got) == list(want), where
         for key in want:
