@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import os
 import shutil
 import sys
@@ -203,7 +204,9 @@ def reference(source: Source, chosen: Texts, cfg: QuantizationConfig) -> Referen
     engine = open_graph(source.fp32)
     evaluator = Evaluator(source.manifest, source.encoder, chosen.evalset, engine, source.max_length)
     items = eval_items(source.manifest.task, chosen.calibration, source.manifest) if chosen.calibration else []
-    fixed = data.batches(source.encoder, items, batch_size=CALIBRATION_BATCH, max_length=source.max_length, fixed=True)
+    # ONNX Runtime's own calibration pass reads one fixed-shape batch (ranges come from ``real``: recipe._static)
+    fixed = itertools.islice(data.batches(source.encoder, items, batch_size=CALIBRATION_BATCH,
+                                          max_length=source.max_length, fixed=True), 1)
     real = data.batches(source.encoder, items, max_length=source.max_length)
     return Reference(source.fp32, engine, evaluator, recipe.excluded_nodes(source.fp32, cfg),
                      [f for _, f in fixed] if items else [], [f for _, f in real] if items else [])

@@ -28,7 +28,7 @@ import onnx
 
 from edgebert.errors import ConfigError, QuantizationError
 
-from .smooth import tap_session
+from .smooth import real_rows, tap_session
 
 Feeds = Mapping[str, np.ndarray]
 Ranges = dict[str, tuple[float, float]]
@@ -49,23 +49,6 @@ def quantized_inputs(model: onnx.ModelProto, exclude: Iterable[str]) -> list[str
     names = [i for n in model.graph.node if n.op_type == "MatMul" and n.name not in skip
              for i in n.input[:2] if i and i not in inits]
     return list(dict.fromkeys(names))
-
-
-def real_rows(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The values of ``value`` at real-token positions, for the layouts of a BERT graph: [batch, sequence,
-    ...], [batch * sequence, ...], and the attention layouts [batch, heads, sequence, x] and [batch, heads,
-    x, sequence] (rows of real queries / columns of real keys). Any other tensor (e.g. a pooled [batch,
-    hidden] head input) is real everywhere and kept whole."""
-    batch, seq = mask.shape
-    if value.ndim >= 3 and value.shape[:2] == mask.shape:
-        return value[mask]
-    if value.ndim == 2 and seq > 1 and value.shape[0] == mask.size:
-        return value[mask.reshape(-1)]
-    if value.ndim == 4 and value.shape[0] == batch:
-        for axis in (2, 3):
-            if value.shape[axis] == seq:
-                return np.moveaxis(value, axis, 1)[mask]
-    return value
 
 
 def real_token_ranges(model: onnx.ModelProto, tensors: Sequence[str], batches: Iterable[Feeds], *,
@@ -92,7 +75,7 @@ def real_token_ranges(model: onnx.ModelProto, tensors: Sequence[str], batches: I
             if collector is not None:
                 with contextlib.redirect_stdout(io.StringIO()):  # the collector prints progress
                     collector.collect({name: v})
-            if v.size:
+            elif v.size:
                 lows[name] = min(lows.get(name, 0.0), float(v.min()))
                 highs[name] = max(highs.get(name, 0.0), float(v.max()))
         seen += 1

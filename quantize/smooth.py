@@ -30,6 +30,23 @@ def tap_session(model: onnx.ModelProto, tensors: Iterable[str]) -> Engine:
     return open_engine(probe.SerializeToString(), threads=1, optimization="disable")
 
 
+def real_rows(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The values of ``value`` at real-token positions, for the layouts of a BERT graph: [batch, sequence,
+    ...], [batch * sequence, ...], and the attention layouts [batch, heads, sequence, x] and [batch, heads,
+    x, sequence] (rows of real queries / columns of real keys). Any other tensor (e.g. a pooled [batch,
+    hidden] head input) is real everywhere and kept whole."""
+    batch, seq = mask.shape
+    if value.ndim >= 3 and value.shape[:2] == mask.shape:
+        return value[mask]
+    if value.ndim == 2 and seq > 1 and value.shape[0] == mask.size:
+        return value[mask.reshape(-1)]
+    if value.ndim == 4 and value.shape[0] == batch:
+        for axis in (2, 3):
+            if value.shape[axis] == seq:
+                return np.moveaxis(value, axis, 1)[mask]
+    return value
+
+
 def channel_absmax(
     model: onnx.ModelProto, tensors: list[str], batches: Iterable[Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
@@ -41,8 +58,7 @@ def channel_absmax(
         mask = np.asarray(feeds["attention_mask"]).astype(bool)
         for name in tensors:
             v = values[name]
-            rows = np.abs(v[mask]) if v.ndim == 3 and v.shape[:2] == mask.shape else np.abs(v.reshape(-1, v.shape[-1]))
-            m = rows.max(axis=0)
+            m = np.abs(real_rows(v, mask).reshape(-1, v.shape[-1])).max(axis=0)
             out[name] = np.maximum(out[name], m) if name in out else m
     return out
 
