@@ -29,6 +29,7 @@ from edgebert.runtime.tokenize import load_tokenizer
 from . import coldstart, machine
 from .accuracy import accuracy, accuracy_rows
 from .context import BenchContext
+from .progress import Progress
 from .runners import Runner, task_items
 from .variants import VariantSpec, select_variants
 from .workloads import (
@@ -44,6 +45,8 @@ from .workloads import (
 )
 
 SCHEMA = "edgebert-bench/1"
+PEAK_KEYS = {"int8": "int8_gops", "fp32": "fp32_gflops"}
+PEAK_PREFIX = "gemm-peak:"  # the peak GEMMs' entries among the interleaved calls (not variants)
 REFERENCE = "pytorch-fp32"
 CACHE_MODES = ("warm", "cold")
 
@@ -67,7 +70,9 @@ class BenchConfig:
         corpus_size: sentences in the throughput corpus.
         accuracy_texts: corpus sentences used for the accuracy columns.
         cold_runs: fresh processes per variant for cold start and peak RSS (0 skips them).
-        gemm_peak: measure the machine's one-thread fp32 and int8 GEMM peaks.
+        gemm_peak: measure the machine's one-thread fp32 and int8 GEMM peaks (best of 8 calls at the start and
+            the end), and time the GEMM that set each in turn with the variants at every one-thread
+            model-only shape: "% of peak" divides by that one (a shared machine's speed drifts).
         work: cache directory for built artifacts (default ~/.cache/edgebert/bench/<bundle key>).
     """
 
@@ -96,41 +101,6 @@ class BenchConfig:
             raise BenchmarkError("corpus_size must be >= 1; accuracy_texts, cold_runs and warmup >= 0.")
 
 
-class Progress:
-    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
-
-    def __init__(self, total: int, enabled: bool = True, stream: Any = None) -> None:
-        self.total, self.done, self.enabled = max(total, 1), 0, enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            self._clear()
-            print(f"edgebert bench: {message}", file=self.stream, flush=True)
-
-    def update(self, label: str, advance: int = 0) -> None:
-        self.done = min(self.total, self.done + advance)
-        if not self.enabled:
-            return
-        width = 28
-        filled = int(width * self.done / self.total)
-        bar = "#" * filled + "-" * (width - filled)
-        text = f"[{bar}] {self.done}/{self.total} {time.perf_counter() - self.start:6.0f}s {label}"
-        if self.tty:
-            print("\r" + text[:150].ljust(150), end="", file=self.stream, flush=True)
-        elif advance:
-            print(text, file=self.stream, flush=True)
-
-    def _clear(self) -> None:
-        if self.tty:
-            print("\r" + " " * 150 + "\r", end="", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        self._clear()
-
-
 # ---------------------------------------------------------------------------------------- the run
 @dataclass
 class _Run:
@@ -145,6 +115,7 @@ class _Run:
     skipped: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    peak_gemms: dict[str, machine.PeakGemm] = field(default_factory=dict)
 
 
 def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = None,
@@ -153,6 +124,7 @@ def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = N
     cfg = config or BenchConfig()
     run = _plan(cfg, BenchContext.open(bundle, cfg.work), progress)
     peaks_start = machine.gemm_peaks() if cfg.gemm_peak else None  # again at the end; the best of both counts
+    run.peak_gemms = {k: g for k in PEAK_KEYS if (g := machine.peak_gemm(peaks_start, k)) is not None}
     _build(run)
     with warnings.catch_warnings():
         # truncation notices from pipelines and libraries would repeat per call; the measurement is the point
@@ -268,25 +240,42 @@ def _time_shape(run: _Run, runners: dict[str, Runner], threads: int, shape: Shap
     for mode in shape.modes():
         label = f"{threads} thread(s) {shape.label} {mode}"
         calls: dict[str, Callable[[], object]] = {}
+        activate = {n: r.activate for n, r in runners.items()}
         for name, r in runners.items():
             if mode == MODEL_ONLY and inputs is not None:
                 calls[name] = functools.partial(r.run, r.prepare(inputs.feeds))
             elif mode == END_TO_END:
                 calls[name] = functools.partial(r.e2e, texts)
+        if calls and mode == MODEL_ONLY and threads == 1:  # the peak GEMMs take turns with the variants
+            for kind, gemm in run.peak_gemms.items():
+                calls[PEAK_PREFIX + kind], activate[PEAK_PREFIX + kind] = gemm.call, gemm.activate
         if calls:
             slow = shape.is_corpus
             rounds = max(2, cfg.rounds // 3) if slow else cfg.rounds
             times = interleave(
                 calls, rounds=rounds, max_rounds=rounds if slow else cfg.max_rounds, budget_s=cfg.budget_s,
                 warmup=1 if slow else cfg.warmup, primes=int(cfg.cache == "warm" and not slow),
-                activate={n: runners[n].activate for n in calls},
+                activate={n: activate[n] for n in calls},
                 tick=functools.partial(_tick, run.prog, label),
             )
+            window = window_peaks(times, run.peak_gemms)
             rows += [{"variant": name, "threads": threads, "shape": shape.label, "batch": shape.batch,
-                      "seq": shape.seq, "mode": mode, "rounds": len(ts), **stats(ts), "times_ms": ts}
+                      "seq": shape.seq, "mode": mode, "rounds": len(ts), **stats(ts), "times_ms": ts,
+                      **({"window_peak": window} if window else {})}
                      for name, ts in times.items()]
         run.prog.update(label, 1)
     return rows
+
+
+def window_peaks(times: dict[str, list[float]], gemms: dict[str, machine.PeakGemm]) -> dict[str, Any]:
+    """Pops the peak GEMMs' timings from ``times``: their rates (best call) while the variants ran."""
+    window: dict[str, Any] = {}
+    for kind, gemm in gemms.items():
+        ts = times.pop(PEAK_PREFIX + kind, None)
+        if ts:
+            window[PEAK_KEYS[kind]] = round(gemm.ops / (min(ts) / 1000) / 1e9, 1)
+            window[f"{kind}_source"] = gemm.source
+    return window
 
 
 def _tick(prog: Progress, label: str, r: int) -> None:
@@ -369,14 +358,19 @@ def derive_columns(rows: list[dict[str, Any]], variants: dict[str, dict[str, Any
         r["speedup_vs_pytorch"] = round(base / r["p50_ms"], 3) if base else None
         items = corpus_size if r["seq"] == 0 else r["batch"]
         r["items_per_s"] = round(items / (r["p50_ms"] / 1000), 2)
-        r["gflop"] = r["pct_of_peak"] = None
+        r["gflop"] = r["pct_of_peak"] = r["pct_of_run_peak"] = None
         if dims and r["seq"] and r["mode"] == MODEL_ONLY:
             flops = machine.forward_flops(dims, r["batch"], r["seq"])
             r["gflop"] = round(flops / 1e9, 3)
             precision = variants.get(r["variant"], {}).get("precision", "fp32")
-            peak = (peaks or {}).get("int8_gops" if precision == "int8" else "fp32_gflops")
+            key = PEAK_KEYS["int8" if precision == "int8" else "fp32"]
+            rate = flops / (r["p50_ms"] / 1000) / (1e9 * r["threads"])
+            run_peak = (peaks or {}).get(key)
+            if run_peak:
+                r["pct_of_run_peak"] = round(100 * rate / run_peak, 1)
+            peak = (r.get("window_peak") or {}).get(key) or run_peak  # the peak beside the row, else the run's
             if peak:
-                r["pct_of_peak"] = round(100 * flops / (r["p50_ms"] / 1000) / (peak * 1e9 * r["threads"]), 1)
+                r["pct_of_peak"] = round(100 * rate / peak, 1)
 
 
 def shape_of(label: str) -> Shape:

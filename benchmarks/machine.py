@@ -8,6 +8,8 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,44 @@ def _ort_matmul(kind: str, n: int) -> Any:
     return lambda: engine.run(feeds)
 
 
+def _torch_gemm(kind: str, n: int) -> Any:
+    import torch
+
+    if kind == "fp32":  # the products go to a preallocated output: no page faults in the timing
+        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        return lambda: torch.matmul(a, b, out=c)
+    ai = torch.randint(-127, 127, (n, n), dtype=torch.int8)
+    bi = torch.randint(-127, 127, (n, n), dtype=torch.int8)
+    ci = torch.empty((n, n), dtype=torch.int32)
+    return lambda: torch._int_mm(ai, bi, out=ci)
+
+
+@dataclass(frozen=True)
+class PeakGemm:
+    """The GEMM that set a precision's peak, ready to be timed again beside a model (a shared machine's
+    speed drifts during a run). ``activate`` runs untimed before each call (it sets one thread)."""
+
+    source: str
+    call: Callable[[], Any]
+    activate: Callable[[], None]
+    ops: float
+
+
+def peak_gemm(peaks: dict[str, Any] | None, kind: str) -> PeakGemm | None:
+    """The one-thread GEMM behind the ``kind`` ("fp32" or "int8") peak of ``peaks`` (None: not measured)."""
+    measured = (peaks or {}).get("measured") or {}
+    found = [(v, k) for k, v in measured.items() if k.endswith(kind) and isinstance(v, float)]
+    if not found:
+        return None
+    source = max(found)[1]
+    n = int((peaks or {}).get("n") or 1024)
+    if source.startswith("torch"):
+        import torch
+
+        return PeakGemm(source, _torch_gemm(kind, n), lambda: torch.set_num_threads(1), 2.0 * n**3)
+    return PeakGemm(source, _ort_matmul(kind, n), lambda: None, 2.0 * n**3)
+
+
 def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:
     """Measured one-thread GEMM rates (GFLOP/s for fp32, GOP/s for int8), best of ``reps``, n x n x n.
 
@@ -113,12 +153,8 @@ def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:
             prev = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                a = torch.randn(n, n)
-                b = torch.randn(n, n)
-                meas["torch_matmul_fp32"] = round(_best_rate(lambda: torch.matmul(a, b), ops, reps), 1)
-                ai = torch.randint(-127, 127, (n, n), dtype=torch.int8)
-                bi = torch.randint(-127, 127, (n, n), dtype=torch.int8)
-                meas["torch_int_mm_int8"] = round(_best_rate(lambda: torch._int_mm(ai, bi), ops, reps), 1)
+                meas["torch_matmul_fp32"] = round(_best_rate(_torch_gemm("fp32", n), ops, reps), 1)
+                meas["torch_int_mm_int8"] = round(_best_rate(_torch_gemm("int8", n), ops, reps), 1)
             finally:
                 torch.set_num_threads(prev)
         except Exception as e:  # torch missing or _int_mm unsupported on this CPU: keep the ORT figures

@@ -150,6 +150,7 @@ def check_results(results: dict[str, Any]) -> None:
             assert r["speedup_vs_pytorch"] == pytest.approx(base / p50, abs=1e-3), (key, name)
             items = results["corpus"]["size"] if r["shape"] == "corpus" else r["batch"]
             assert r["items_per_s"] == pytest.approx(items / (p50 / 1000), abs=0.01), (key, name)
+            _check_window_peak(results, key, r)
     texts = min(cfg["accuracy_texts"], results["corpus"]["size"])
     metric = get_task(results["model"]["task"]).metric
     field = {"label_agreement": "agreement", "rank_agreement": "spearman"}.get(metric, "cosine_min")
@@ -162,3 +163,22 @@ def check_results(results: dict[str, Any]) -> None:
         assert v["size_mb"] > 0, name
     assert results["variants"][REFERENCE]["accuracy"][field] == pytest.approx(1.0)
     assert results["variants"]["edgebert-fp32"]["accuracy"][field] >= 0.999  # the export matches PyTorch
+
+
+def _check_window_peak(results: dict[str, Any], key: tuple[int, str, str], row: dict[str, Any]) -> None:
+    """One-thread model rows carry the peak GEMMs timed beside them; "% of peak" divides by that one."""
+    peaks = results["machine"]["gemm_peak"]
+    threads, _, mode = key
+    if not peaks or threads != 1 or mode != "model":
+        assert "window_peak" not in row, key
+        return
+    window = row["window_peak"]
+    assert window["int8_gops"] > 0 and window["fp32_gflops"] > 0, key
+    dims = results["model"]["dims"]
+    if dims:
+        from edgebert.benchmarks.machine import forward_flops
+
+        precision = results["variants"][row["variant"]]["precision"]
+        peak = window["int8_gops" if precision == "int8" else "fp32_gflops"]
+        rate = forward_flops(dims, row["batch"], row["seq"]) / (row["p50_ms"] / 1000) / 1e9
+        assert row["pct_of_peak"] == pytest.approx(100 * rate / peak, abs=0.051), key
