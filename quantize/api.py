@@ -204,7 +204,7 @@ def reference(source: Source, chosen: Texts, cfg: QuantizationConfig) -> Referen
     engine = open_graph(source.fp32)
     evaluator = Evaluator(source.manifest, source.encoder, chosen.evalset, engine, source.max_length)
     items = eval_items(source.manifest.task, chosen.calibration, source.manifest) if chosen.calibration else []
-    # ONNX Runtime's own calibration pass reads one fixed-shape batch (ranges come from ``real``: recipe._static)
+    # ONNX Runtime's own calibration pass reads one row of it (the ranges come from ``real``: recipe._static)
     fixed = itertools.islice(data.batches(source.encoder, items, batch_size=CALIBRATION_BATCH,
                                           max_length=source.max_length, fixed=True), 1)
     real = data.batches(source.encoder, items, max_length=source.max_length)

@@ -144,7 +144,7 @@ def batches(
     its own longest text). ``fixed=True`` instead pads every batch to the longest text of all and to
     exactly ``batch_size`` rows (repeating texts), shortest texts first: ONNX Runtime's histogram
     calibrators need equal shapes. (edgebert's static recipe takes its ranges from the real tokens of the
-    unpadded batches, :mod:`edgebert.quantize.calibrate`; ONNX Runtime's own pass sees one fixed batch.)
+    unpadded batches, :mod:`edgebert.quantize.calibrate`; ONNX Runtime's own pass sees one row of one.)
     """
     encs = encoder.encode_truncated(list(items), max_length)
     if fixed:

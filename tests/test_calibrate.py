@@ -136,6 +136,28 @@ def test_static_int8_scales_come_from_real_tokens(plain_bundle: Path, attention:
     assert any(t.endswith("Softmax_output_0") for t in tensors) is attention
 
 
+def test_onnx_runtime_calibration_pass_reads_one_row(plain_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's own min-max pass sets no range that is kept, so it gets one row (its memory grew with the batch)."""
+    import onnxruntime.quantization as ortq
+
+    seen: list[dict[str, np.ndarray]] = []
+    original = ortq.quantize_static
+
+    def spy(model_input: object, model_output: object, reader: ortq.CalibrationDataReader, *a: object,
+            **k: object) -> object:
+        while (feeds := reader.get_next()) is not None:
+            seen.append(feeds)
+        return original(model_input, model_output, recipe._Reader(seen), *a, **k)
+
+    monkeypatch.setattr(ortq, "quantize_static", spy)
+    fp32 = onnx.load(str(plain_bundle / "model.onnx"))
+    cfg = QuantizationConfig.auto(quiet=True, calibrator="minmax", smooth_alpha=None, fuse_bias=False)
+    padded = [_padded(_encoder(plain_bundle))]
+    recipe.quantize_graph(fp32, cfg, "static", recipe.excluded_nodes(fp32, cfg), padded, padded)
+    assert len(seen) == 1 and {v.shape[0] for v in seen[0].values()} == {1}
+    assert len(TEXTS) > 1 and padded[0]["input_ids"].shape[0] == len(TEXTS)
+
+
 def test_rows_of_real_tokens() -> None:
     mask = np.array([[1, 1, 0], [1, 0, 0]], dtype=np.int64).astype(bool)
     v3 = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
