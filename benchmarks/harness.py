@@ -45,7 +45,6 @@ from .workloads import (
 )
 
 SCHEMA = "edgebert-bench/1"
-PEAK_KEYS = {"int8": "int8_gops", "fp32": "fp32_gflops"}
 PEAK_PREFIX = "gemm-peak:"  # the peak GEMMs' entries among the interleaved calls (not variants)
 REFERENCE = "pytorch-fp32"
 CACHE_MODES = ("warm", "cold")
@@ -124,8 +123,9 @@ def run_benchmark(bundle: str | os.PathLike[str], config: BenchConfig | None = N
     cfg = config or BenchConfig()
     run = _plan(cfg, BenchContext.open(bundle, cfg.work), progress)
     peaks_start = machine.gemm_peaks() if cfg.gemm_peak else None  # again at the end; the best of both counts
-    run.peak_gemms = {k: g for k in PEAK_KEYS if (g := machine.peak_gemm(peaks_start, k)) is not None}
     _build(run)
+    kinds = {machine.peak_kind(_precision(s.precision, run.artifacts[s.name])) for s in run.specs}
+    run.peak_gemms = {k: g for k in sorted(kinds) if (g := machine.peak_gemm(peaks_start, k)) is not None}
     with warnings.catch_warnings():
         # truncation notices from pipelines and libraries would repeat per call; the measurement is the point
         warnings.simplefilter("ignore", UserWarning)
@@ -273,7 +273,7 @@ def window_peaks(times: dict[str, list[float]], gemms: dict[str, machine.PeakGem
     for kind, gemm in gemms.items():
         ts = times.pop(PEAK_PREFIX + kind, None)
         if ts:
-            window[PEAK_KEYS[kind]] = round(gemm.ops / (min(ts) / 1000) / 1e9, 1)
+            window[machine.PEAK_KINDS[kind]] = round(gemm.ops / (min(ts) / 1000) / 1e9, 1)
             window[f"{kind}_source"] = gemm.source
     return window
 
@@ -363,7 +363,7 @@ def derive_columns(rows: list[dict[str, Any]], variants: dict[str, dict[str, Any
             flops = machine.forward_flops(dims, r["batch"], r["seq"])
             r["gflop"] = round(flops / 1e9, 3)
             precision = variants.get(r["variant"], {}).get("precision", "fp32")
-            key = PEAK_KEYS["int8" if precision == "int8" else "fp32"]
+            key = machine.PEAK_KINDS[machine.peak_kind(precision)]
             rate = flops / (r["p50_ms"] / 1000) / (1e9 * r["threads"])
             run_peak = (peaks or {}).get(key)
             if run_peak:

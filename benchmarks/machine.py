@@ -98,11 +98,20 @@ def _ort_matmul(kind: str, n: int) -> Any:
     return lambda: engine.run(feeds)
 
 
+PEAK_KINDS = {"fp32": "fp32_gflops", "int8": "int8_gops", "bf16": "bf16_gflops"}  # kind -> key of its peak
+
+
+def peak_kind(precision: str) -> str:
+    """The GEMM peak a variant of ``precision`` is measured against: its own, fp32 for anything else."""
+    return precision if precision in PEAK_KINDS else "fp32"
+
+
 def _torch_gemm(kind: str, n: int) -> Any:
     import torch
 
-    if kind == "fp32":  # the products go to a preallocated output: no page faults in the timing
-        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    if kind in ("fp32", "bf16"):  # the products go to a preallocated output: no page faults in the timing
+        dtype = torch.float32 if kind == "fp32" else torch.bfloat16
+        a, b, c = (torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype), torch.empty(n, n, dtype=dtype))
         return lambda: torch.matmul(a, b, out=c)
     ai = torch.randint(-127, 127, (n, n), dtype=torch.int8)
     bi = torch.randint(-127, 127, (n, n), dtype=torch.int8)
@@ -122,7 +131,8 @@ class PeakGemm:
 
 
 def peak_gemm(peaks: dict[str, Any] | None, kind: str) -> PeakGemm | None:
-    """The one-thread GEMM behind the ``kind`` ("fp32" or "int8") peak of ``peaks`` (None: not measured)."""
+    """The one-thread GEMM behind the ``kind`` (a key of :data:`PEAK_KINDS`) peak of ``peaks`` (None: not
+    measured)."""
     measured = (peaks or {}).get("measured") or {}
     found = [(v, k) for k, v in measured.items() if k.endswith(kind) and isinstance(v, float)]
     if not found:
@@ -137,10 +147,11 @@ def peak_gemm(peaks: dict[str, Any] | None, kind: str) -> PeakGemm | None:
 
 
 def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:
-    """Measured one-thread GEMM rates (GFLOP/s for fp32, GOP/s for int8), best of ``reps``, n x n x n.
+    """Measured one-thread GEMM rates (GFLOP/s for fp32 and bf16, GOP/s for int8), best of ``reps``, n x n x n.
 
     fp32 from torch.matmul and an ONNX Runtime MatMul; int8 from torch._int_mm and an ONNX Runtime
-    MatMulInteger. The peak of each precision is the best of its measurements.
+    MatMulInteger; bf16 from torch.matmul (emulated, and meaningless, on a CPU without BF16 instructions,
+    where no bf16 variant runs). The peak of each precision is the best of its measurements.
     """
     ops = 2.0 * n * n * n
     out: dict[str, Any] = {"n": n, "threads": 1, "measured": {}}
@@ -155,6 +166,7 @@ def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:
             try:
                 meas["torch_matmul_fp32"] = round(_best_rate(_torch_gemm("fp32", n), ops, reps), 1)
                 meas["torch_int_mm_int8"] = round(_best_rate(_torch_gemm("int8", n), ops, reps), 1)
+                meas["torch_matmul_bf16"] = round(_best_rate(_torch_gemm("bf16", n), ops, reps), 1)
             finally:
                 torch.set_num_threads(prev)
         except Exception as e:  # torch missing or _int_mm unsupported on this CPU: keep the ORT figures
@@ -164,11 +176,16 @@ def gemm_peaks(n: int = 1024, reps: int = 8) -> dict[str, Any]:
                 meas[f"ort_matmul_{kind}"] = round(_best_rate(_ort_matmul(kind, n), ops, reps), 1)
             except Exception as e:
                 meas[f"ort_{kind}_error"] = f"{type(e).__name__}: {e}"[:200]
-    fp32 = [v for k, v in meas.items() if k.endswith("fp32") and isinstance(v, float)]
-    int8 = [v for k, v in meas.items() if k.endswith("int8") and isinstance(v, float)]
-    out["fp32_gflops"] = max(fp32) if fp32 else None
-    out["int8_gops"] = max(int8) if int8 else None
+    out.update(_best_by_kind(meas))
     return out
+
+
+def _best_by_kind(measured: dict[str, Any]) -> dict[str, float | None]:
+    best: dict[str, float | None] = {}
+    for kind, key in PEAK_KINDS.items():
+        rates = [v for k, v in measured.items() if k.endswith(kind) and isinstance(v, float)]
+        best[key] = max(rates) if rates else None
+    return best
 
 
 def best_peaks(*runs: dict[str, Any] | None) -> dict[str, Any]:
@@ -181,10 +198,7 @@ def best_peaks(*runs: dict[str, Any] | None) -> dict[str, Any]:
         for k, v in r["measured"].items():
             if isinstance(v, float):
                 merged["measured"][k] = max(v, merged["measured"].get(k, 0.0))
-    fp32 = [v for k, v in merged["measured"].items() if k.endswith("fp32")]
-    int8 = [v for k, v in merged["measured"].items() if k.endswith("int8")]
-    merged["fp32_gflops"] = max(fp32) if fp32 else None
-    merged["int8_gops"] = max(int8) if int8 else None
+    merged.update(_best_by_kind(merged["measured"]))
     return merged
 
 

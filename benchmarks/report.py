@@ -11,6 +11,7 @@ from typing import Any
 
 from edgebert.errors import BenchmarkError
 
+from .machine import peak_kind
 from .workloads import END_TO_END, MODEL_ONLY
 
 Results = dict[str, Any]
@@ -100,7 +101,7 @@ def summary_table(results: Results) -> tuple[list[str], list[list[str]]]:
             f"{v['cold_start_s']:.2f}" if "cold_start_s" in v else "-",
             f"{v['peak_rss_mb']:.0f}" if "peak_rss_mb" in v else "-",
             _accuracy_text(v.get("accuracy")),
-            f"{p:.1f}% of {'int8' if v['precision'] == 'int8' else 'fp32'}{also}" if p is not None else "-",
+            f"{p:.1f}% of {peak_kind(v['precision'])}{also}" if p is not None else "-",
         ])
     return header, body
 
@@ -149,7 +150,8 @@ def render_markdown(results: Results, command: str | None = None, plots: Sequenc
     lines += [
         f"Machine: {mach['cpu_model']}, {mach['available_cpus']} usable CPUs, ISA {' '.join(mach['isa'])}; "
         f"load average at the end {mach.get('loadavg')}. Run {results['created']}.",
-        f"Measured one-thread GEMM peak: fp32 {peak.get('fp32_gflops')} GFLOP/s, int8 {peak.get('int8_gops')} GOP/s "
+        f"Measured one-thread GEMM peak: fp32 {peak.get('fp32_gflops')} GFLOP/s, int8 {peak.get('int8_gops')} GOP/s, "
+        f"bf16 {peak.get('bf16_gflops')} GFLOP/s "
         f"({', '.join(f'{k} {v}' for k, v in (peak.get('measured') or {}).items())}; best of 8 calls at the start "
         "and the end). \"% of peak\" divides by the peak GEMM timed in turn with the variants at the same shape "
         "(its best call), \"% of run peak\" by the run's best.",
