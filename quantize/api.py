@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import itertools
 import os
 import shutil
 import sys
@@ -43,7 +42,6 @@ from .evaluate import Evaluator, eval_items, summary
 from .search import Reference, Variant, budget, headline, open_graph, search
 
 PROBE_ATOL = 1e-2
-CALIBRATION_BATCH = 16
 TIMING_ROUNDS = 15
 Say = Callable[[str], None]
 Calibration = str | os.PathLike[str] | Sequence[str] | None
@@ -204,12 +202,8 @@ def reference(source: Source, chosen: Texts, cfg: QuantizationConfig) -> Referen
     engine = open_graph(source.fp32)
     evaluator = Evaluator(source.manifest, source.encoder, chosen.evalset, engine, source.max_length)
     items = eval_items(source.manifest.task, chosen.calibration, source.manifest) if chosen.calibration else []
-    # ONNX Runtime's own calibration pass reads one row of it (the ranges come from ``real``: recipe._static)
-    fixed = itertools.islice(data.batches(source.encoder, items, batch_size=CALIBRATION_BATCH,
-                                          max_length=source.max_length, fixed=True), 1)
-    real = data.batches(source.encoder, items, max_length=source.max_length)
-    return Reference(source.fp32, engine, evaluator, recipe.excluded_nodes(source.fp32, cfg),
-                     [f for _, f in fixed] if items else [], [f for _, f in real] if items else [])
+    batches = data.batches(source.encoder, items, max_length=source.max_length) if items else iter(())
+    return Reference(source.fp32, engine, evaluator, recipe.excluded_nodes(source.fp32, cfg), [f for _, f in batches])
 
 
 def measure(source: Source, ref: Reference, best: Variant) -> Measured:

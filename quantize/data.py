@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding
 
 from edgebert.errors import DataError
 from edgebert.runtime.batching import BatchLimits, plan_batches
@@ -136,33 +135,14 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 def batches(
     encoder: TextEncoder, items: Sequence[TextInput], *, batch_size: int = 32, max_length: int = 128,
-    fixed: bool = False,
 ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     """(indices, feeds) over length-sorted batches, each text truncated to ``max_length`` tokens.
 
     Batches are planned by :func:`edgebert.runtime.batching.plan_batches` (longest first, each padded to
-    its own longest text). ``fixed=True`` instead pads every batch to the longest text of all and to
-    exactly ``batch_size`` rows (repeating texts), shortest texts first: ONNX Runtime's histogram
-    calibrators need equal shapes. (edgebert's static recipe takes its ranges from the real tokens of the
-    unpadded batches, :mod:`edgebert.quantize.calibrate`; ONNX Runtime's own pass sees one row of one.)
+    its own longest text). Static int8 takes its ranges from their real tokens only
+    (:mod:`edgebert.quantize.calibrate`), so no batch needs one shape.
     """
     encs = encoder.encode_truncated(list(items), max_length)
-    if fixed:
-        yield from _fixed_batches(encoder, encs, batch_size)
-        return
     limits = BatchLimits(max_batch_size=batch_size, max_batch_tokens=batch_size * max(1, max_length))
     for idx in plan_batches([len(e.ids) for e in encs], limits):
         yield idx, encoder.feeds([encs[i] for i in idx])
-
-
-def _fixed_batches(
-    encoder: TextEncoder, encs: Sequence[Encoding], batch_size: int
-) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-    order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
-    longest = max((len(e.ids) for e in encs), default=1)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        chosen = [encs[i] for i in idx]
-        while len(chosen) < batch_size:
-            chosen.append(chosen[len(chosen) % len(idx)])
-        yield idx, encoder.feeds(chosen, length=longest)

@@ -58,14 +58,12 @@ def quantize_graph(
     method: str,
     exclude: Sequence[str],
     calibration: Sequence[Feeds] = (),
-    real_token_feeds: Sequence[Feeds] = (),
 ) -> tuple[onnx.ModelProto, dict[str, Any], onnx.ModelProto]:
     """Quantize ``fp32`` (named nodes) by ``method`` ("dynamic" or "static").
 
-    Static: activation ranges come from the real tokens of ``real_token_feeds`` (else ``calibration``),
-    see :mod:`.calibrate`; ONNX Runtime's own calibration pass runs on the first row of ``calibration``
-    only (its memory grew with the batch: +2.3 GB on BERT-base for 16 rows) and every range it would set is
-    overridden.
+    Static: activation ranges come from the real tokens of the ``calibration`` batches, see
+    :mod:`.calibrate`; ONNX Runtime's own calibration pass runs on one row (its memory grew with the batch:
+    +2.3 GB on BERT-base for 16 rows) and every range it would set is overridden.
 
     Returns the int8 model, the recipe record, and the fp32 graph it was quantized from (``fp32``
     itself, or its equalized copy), which :func:`with_fp32` needs to restore MatMuls.
@@ -87,7 +85,7 @@ def quantize_graph(
             if method == "dynamic":
                 model = _dynamic(fp32, cfg, exclude, Path(tmp))
             else:
-                model = _static(fp32, cfg, exclude, calibration, real_token_feeds, record, Path(tmp))
+                model = _static(fp32, cfg, exclude, calibration, record, Path(tmp))
             out = onnx.load(Path(tmp) / "int8.onnx")
         if cfg.quantize_embeddings and "Gather" not in cfg.exclude_op_types:
             out, tables = graph.quantize_embedding_tables(out, exclude=exclude)
@@ -120,20 +118,20 @@ def _dynamic(model: onnx.ModelProto, cfg: QuantizationConfig, exclude: Sequence[
 
 def _static(
     model: onnx.ModelProto, cfg: QuantizationConfig, exclude: Sequence[str], calibration: Sequence[Feeds],
-    real_token_feeds: Sequence[Feeds], record: dict[str, Any], work: Path,
+    record: dict[str, Any], work: Path,
 ) -> onnx.ModelProto:
     """Static int8 (equalized first when ``smooth_alpha``) into ``work/int8.onnx``; returns the fp32 graph
     it quantized (the equalized copy); adds the calibration facts to ``record``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if cfg.smooth_alpha:
-        model, count = smooth(model, real_token_feeds or calibration, alpha=cfg.smooth_alpha, cap=cfg.smooth_cap,
+        model, count = smooth(model, calibration, alpha=cfg.smooth_alpha, cap=cfg.smooth_cap,
                               nodes=[n for n in graph.weight_matmuls(model) if n not in set(exclude)])
         record.update(smooth_alpha=cfg.smooth_alpha, smooth_cap=cfg.smooth_cap, smoothed_tensors=count)
     src = work / "fp32.onnx"
     onnx.save(_typed_matmul_io(model), src)
     ranges = calibrate.real_token_ranges(model, calibrate.quantized_inputs(model, exclude),
-                                         real_token_feeds or calibration, method=cfg.calibrator,
+                                         calibration, method=cfg.calibrator,
                                          percentile=cfg.percentile)
     with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrator prints progress
         quantize_static(  # every range comes from TensorQuantOverrides; ORT's own min-max pass reads one row
@@ -147,7 +145,7 @@ def _static(
                            "TensorQuantOverrides": calibrate.overrides(ranges)},
         )
     calibrate.check_covered(onnx.load(work / "int8.onnx", load_external_data=False), ranges)
-    record.update(calibrator=cfg.calibrator, calibration_batches=len(real_token_feeds or calibration),
+    record.update(calibrator=cfg.calibrator, calibration_batches=len(calibration),
                   calibration_positions="real tokens (padding excluded)")
     if cfg.calibrator == "percentile":
         record["percentile"] = cfg.percentile

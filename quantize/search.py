@@ -46,8 +46,7 @@ class Reference:
     engine: Engine
     evaluator: Evaluator
     exclude: list[str]
-    calib_fixed: list[Feeds]
-    calib_real: list[Feeds]
+    calibration: list[Feeds]  # length-planned batches, each padded to its own longest text
 
 
 def open_graph(model: onnx.ModelProto) -> Engine:
@@ -71,7 +70,7 @@ def search(ref: Reference, cfg: QuantizationConfig, methods: Sequence[str], say:
 def search_method(ref: Reference, cfg: QuantizationConfig, method: str, say: Callable[[str], None]) -> Variant | None:
     """The int8 variant of ``method``; in guarded mode, with the fewest fp32 MatMuls that meet the budget."""
     say(f"quantize: {method}" + (f" ({cfg.format}, {cfg.calibrator})" if method == "static" else ""))
-    model, record, pre = recipe.quantize_graph(ref.fp32, cfg, method, ref.exclude, ref.calib_fixed, ref.calib_real)
+    model, record, pre = recipe.quantize_graph(ref.fp32, cfg, method, ref.exclude, ref.calibration)
     report = ref.evaluator.score(open_graph(model))
     say(f"  {method}: {headline(report)}")
     if not cfg.guarded or meets(report, cfg.max_accuracy_drop, cfg.min_cosine):
@@ -90,7 +89,7 @@ def search_method(ref: Reference, cfg: QuantizationConfig, method: str, say: Cal
             cand = recipe.with_fp32(model, pre, kept)
         else:
             exclude = ref.exclude + kept
-            cand = recipe.quantize_graph(ref.fp32, cfg, method, exclude, ref.calib_fixed, ref.calib_real)[0]
+            cand = recipe.quantize_graph(ref.fp32, cfg, method, exclude, ref.calibration)[0]
         report = ref.evaluator.score(open_graph(cand))
         say(f"  {method} with {len(kept)} MatMul(s) in fp32: {headline(report)}")
         if meets(report, cfg.max_accuracy_drop, cfg.min_cosine):
@@ -111,7 +110,7 @@ def _ranking(
             report = ref.evaluator.score(open_graph(recipe.with_fp32(model, pre, [name])), subset=subset)
             gains.append((drop_points(report), name))
         return [n for _, n in sorted(gains)]
-    feeds = ref.calib_real[-SENSITIVITY_BATCHES:] or _eval_feeds(ref.evaluator)  # batches run longest first
+    feeds = ref.calibration[-SENSITIVITY_BATCHES:] or _eval_feeds(ref.evaluator)  # batches run longest first
     allowed = set(candidates)
     return [n for n, _ in recipe.dynamic_sensitivity(ref.fp32, feeds, cfg) if n in allowed]
 

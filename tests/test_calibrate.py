@@ -119,7 +119,7 @@ def test_static_int8_scales_come_from_real_tokens(plain_bundle: Path, attention:
                                   quantize_attention=attention)
     exclude = recipe.excluded_nodes(fp32, cfg)
     padded = [_padded(enc)]
-    int8, record, _ = recipe.quantize_graph(fp32, cfg, "static", exclude, padded, padded)
+    int8, record, _ = recipe.quantize_graph(fp32, cfg, "static", exclude, padded)
     assert record["calibration_positions"] == "real tokens (padding excluded)"
     tensors = calibrate.quantized_inputs(fp32, exclude)
     want = _alone_ranges(fp32, tensors, enc)
@@ -153,7 +153,7 @@ def test_onnx_runtime_calibration_pass_reads_one_row(plain_bundle: Path, monkeyp
     fp32 = onnx.load(str(plain_bundle / "model.onnx"))
     cfg = QuantizationConfig.auto(quiet=True, calibrator="minmax", smooth_alpha=None, fuse_bias=False)
     padded = [_padded(_encoder(plain_bundle))]
-    recipe.quantize_graph(fp32, cfg, "static", recipe.excluded_nodes(fp32, cfg), padded, padded)
+    recipe.quantize_graph(fp32, cfg, "static", recipe.excluded_nodes(fp32, cfg), padded)
     assert len(seen) == 1 and {v.shape[0] for v in seen[0].values()} == {1}
     assert len(TEXTS) > 1 and padded[0]["input_ids"].shape[0] == len(TEXTS)
 

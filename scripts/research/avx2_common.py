@@ -50,8 +50,7 @@ class Ctx:
     fp32: onnx.ModelProto = field(init=False)
     texts: list[str] = field(init=False)
     calib: list[str] = field(init=False)
-    calib_fixed: list[dict[str, np.ndarray]] = field(init=False)
-    calib_real: list[dict[str, np.ndarray]] = field(init=False)
+    calib_batches: list[dict[str, np.ndarray]] = field(init=False)
     ref: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,8 +61,7 @@ class Ctx:
         self.texts = self.texts[: self.n_eval]
         # as quantize_model: a seeded shuffle, the first calibration_size texts calibrate
         self.calib = data.split_texts(data.read_calibration(self.calibration), self.calibration_size, 0)[0]
-        self.calib_fixed = [f for _, f in data.batches(self.encoder, self.calib, batch_size=16, fixed=True)]
-        self.calib_real = [f for _, f in data.batches(self.encoder, self.calib)]
+        self.calib_batches = [f for _, f in data.batches(self.encoder, self.calib)]
         self.ref = self.embed(ort_run(self.fp32, threads=2))
 
     def embed(self, run: Run, batch: int = 32) -> np.ndarray:
@@ -130,7 +128,7 @@ def build(ctx: Ctx, cfg: QuantizationConfig, wtype: str = "s8") -> Built:
     t = time.perf_counter()
     exclude = recipe.excluded_nodes(ctx.fp32, cfg)
     with weight_type(wtype):
-        model, _, pre = recipe.quantize_graph(ctx.fp32, cfg, "static", exclude, ctx.calib_fixed, ctx.calib_real)
+        model, _, pre = recipe.quantize_graph(ctx.fp32, cfg, "static", exclude, ctx.calib_batches)
     return Built(model, pre, time.perf_counter() - t)
 
 

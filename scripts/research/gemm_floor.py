@@ -2,7 +2,8 @@
 
     python scripts/research/gemm_floor.py [--hidden 768 --layers 12 --ffn 3072 --shape 1x128] [--ir IR.xml]
 
-Times, one thread, in one process, interleaved (p50 of --rounds, each timed call right after an untimed one):
+Times, one thread, in one process, interleaved (p50 of --rounds, each timed call right after an untimed one:
+``edgebert.runtime.timing.interleave``):
 
 - ``openvino-fc``: only the encoder's weight GEMMs (Q, K, V, attention output, FFN up, FFN down per layer) as
   OpenVINO int8 FullyConnected ops (u8 activations from a FakeQuantize, per-channel s8 weights: the pattern
@@ -10,7 +11,7 @@ Times, one thread, in one process, interleaved (p50 of --rounds, each timed call
 - ``onednn-gemm``: the same GEMMs through ``torch._int_mm`` (oneDNN's s8s8s32 GEMM, whose 1024^3 rate is
   the peak of ``edgebert bench``; skipped without torch), ``layers`` distinct weight sets (streamed from
   memory, as in the model) and, as ``onednn-gemm-hot``, one set used ``layers`` times (weights in cache);
-- ``peak-1024``: a 1024^3 ``torch._int_mm`` taking turns with the others, so the peak's p50 is measured
+- ``peak-1024``: the 1024^3 GEMM that set the int8 peak, taking turns with the others, so the peak's p50 is measured
   under the same conditions as the model's p50 (the peak of ``edgebert bench`` is the best of 8 such calls
   before and after the run);
 - with ``--ir``: the IR itself (OpenVINO, bf16 hint), and its per-node profile split into int8
@@ -24,7 +25,6 @@ softmax, LayerNorm, GELU and the embeddings. A research script, not part of the 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from edgebert.benchmarks.machine import forward_flops, gemm_peaks
+from edgebert.benchmarks.machine import forward_flops, gemm_peaks, peak_gemm
 from edgebert.runtime.engines.openvino import split_key_transposes
+from edgebert.runtime.timing import interleave, median_ms
 
 CONFIG = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
           "INFERENCE_PRECISION_HINT": "bf16"}
@@ -85,29 +86,6 @@ def _torch_call(rows: int, hidden: int, ffn: int, distinct: int, repeat: int) ->
     return run
 
 
-def _torch_square(size: int) -> Callable[[], Any] | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    a = torch.randint(-127, 127, (size, size), dtype=torch.int8)
-    b = torch.randint(-127, 127, (size, size), dtype=torch.int8)
-    return lambda: torch._int_mm(a, b)
-
-
-def interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """p50 ms of each call; the calls take turns, each timed call right after an untimed one."""
-    times: dict[str, list[float]] = {n: [] for n in calls}
-    for r in range(rounds + 3):
-        for name, call in calls.items():
-            call()
-            start = time.perf_counter()
-            call()
-            if r >= 3:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {n: float(np.median(ts)) for n, ts in times.items()}
-
-
 def _ir_call(core: Any, ir: Path, batch: int, seq: int, extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     model = split_key_transposes(core.read_model(ir))
     request = core.compile_model(model, "CPU", {**CONFIG, **extra}).create_infer_request()
@@ -144,7 +122,8 @@ def main() -> None:
     args = ap.parse_args()
     batch, seq = map(int, args.shape.split("x"))
     rows, h, f, n = batch * seq, args.hidden, args.ffn, args.layers
-    peak = gemm_peaks()["int8_gops"]
+    peaks = gemm_peaks()
+    peak = peaks["int8_gops"]
     dims = {"hidden": h, "layers": n, "intermediate": f}
     work = forward_flops(dims, batch, seq) / 1e9
     gemm_work = n * sum(2 * rows * k * o for k, o in layer_shapes(h, f)) / 1e9
@@ -155,18 +134,19 @@ def main() -> None:
         call = _torch_call(rows, h, f, distinct, repeat)
         if call is not None:
             calls[name] = call
-    square = _torch_square(1024)
+    square = peak_gemm(peaks, "int8")  # the GEMM that set the peak, as `edgebert bench` times it beside variants
+    activate = {"peak-1024": square.activate} if square is not None else {}
     if square is not None:
-        calls["peak-1024"] = square
+        calls["peak-1024"] = square.call
     if args.ir:
         request, feeds = _ir_call(core, args.ir, batch, seq, {})
         calls["ir"] = lambda: request.infer(feeds)
-    p50 = interleaved(calls, args.rounds)
+    p50 = median_ms(interleave(calls, rounds=args.rounds, warmup=3, primes=1, activate=activate))
     target = work / (0.75 * peak) * 1e3
     print(f"int8 peak {peak:.0f} GOP/s (best of 1024^3 GEMMs); encoder {args.shape}: {work:.2f} GOP, "
           f"of which weight GEMMs {gemm_work:.2f} GOP; 75% of the peak = {target:.2f} ms")
     if "peak-1024" in p50:
-        sustained = 2 * 1024**3 / p50.pop("peak-1024") / 1e6
+        sustained = 2 * int(peaks["n"]) ** 3 / p50.pop("peak-1024") / 1e6
         print(f"1024^3 GEMM p50 in this interleaving: {sustained:.0f} GOP/s ({sustained / peak:.1%} of the peak)")
     if "ir" in p50:
         ms = p50.pop("ir")

@@ -4,7 +4,7 @@
 
 Each variant rewrites a copy of the IR (as read through the OpenVINO engine's own graph passes) and is
 timed against the unchanged IR, each timed call right after an untimed call of the same variant (warm
-caches), p50 ms. Variants:
+caches; ``edgebert.runtime.timing.interleave``), p50 ms. Variants:
 
 - ``gelu-none``: the FFN activation removed (a lower bound on what its fused epilogue costs, not a model);
 - ``gelu-tanh``: GELU in its tanh form;
@@ -22,7 +22,7 @@ not part of the package (measured 2026-12-01, README "Benchmarks").
 from __future__ import annotations
 
 import argparse
-import time
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from edgebert.runtime.engines.openvino import split_key_transposes
+from edgebert.runtime.timing import interleave, median_ms
 
 
 def _const(value: float) -> Any:
@@ -146,20 +147,12 @@ def main() -> None:
                 continue
             model.validate_nodes_and_infer_types()
         requests[name] = _request(core, model, extra)
-    names = {n: [i.get_any_name() for i in r.model_inputs] for n, r in requests.items()}
-    times: dict[str, list[float]] = {n: [] for n in requests}
-    for r in range(args.rounds + 3):
-        for n, req in requests.items():
-            inputs = {k: feeds[k] for k in names[n]}
-            req.infer(inputs)  # prime: the timed call finds this variant's weights in cache
-            start = time.perf_counter()
-            req.infer(inputs)
-            if r >= 3:
-                times[n].append((time.perf_counter() - start) * 1e3)
-    base = float(np.median(times["ir"]))
-    for n, ts in times.items():
-        p50 = float(np.median(ts))
-        print(f"{n:16s} {p50:8.3f} ms  {base / p50:5.3f}x the IR")
+    calls = {n: functools.partial(r.infer, {i.get_any_name(): feeds[i.get_any_name()] for i in r.model_inputs})
+             for n, r in requests.items()}
+    # each timed call right after an untimed one of the same variant: it finds its weights in cache
+    p50 = median_ms(interleave(calls, rounds=args.rounds, warmup=3, primes=1))
+    for n, ms in p50.items():
+        print(f"{n:16s} {ms:8.3f} ms  {p50['ir'] / ms:5.3f}x the IR")
 
 
 if __name__ == "__main__":
